@@ -1,0 +1,17 @@
+"""edgefdfa: on-device learning for Raspberry Pi-class edge devices.
+
+    >>> import edgefdfa
+    >>> learner = edgefdfa.MLP([64, 128, 128, 10], rule="fdfa", loss="ce", seed=0)
+    >>> learner.learn_one(x, y); learner.predict_one(x)
+"""
+
+from .errors import BadModelError, BadSampleError, CheckpointError, ConfigError, EdgeFDFAError
+from .learner import MLP, Learner, LearnerConfig
+from .rules import RULES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Learner", "LearnerConfig", "RULES",
+    "EdgeFDFAError", "ConfigError", "BadSampleError", "CheckpointError", "BadModelError",
+]

@@ -1,0 +1,263 @@
+"""The online learner: a dense network, a learning rule, a loss and an optimiser behind the
+streaming API `learn_one` / `predict_one` / `predict_proba_one` / `learn_many`.
+
+Every buffer a step uses is allocated in the constructor; a steady-state step allocates nothing
+that outlives it. Inputs are checked before anything is touched, so a bad sample never reaches
+the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import checkpoint
+from .activations import ACTIVATIONS
+from .errors import BadSampleError, CheckpointError, ConfigError
+from .losses import LOSSES
+from .network import Network, Workspace
+from .optimizers import OPTIMIZERS
+from .rules import RULES
+
+# Per-rule defaults for online, sample-by-sample learning (batch 1). How they were chosen, on a
+# validation split of the training data only: tools/tune_defaults.py and the README.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "bp": {"optimizer": "sgd", "lr": 0.02},
+    "dfa": {"optimizer": "sgd", "lr": 0.02},
+    "fdfa": {"optimizer": "sgd", "lr": 0.005},
+    "fg-a": {"optimizer": "sgd", "lr": 0.0005},
+    "fg-w": {"optimizer": "sgd", "lr": 3e-05},
+}
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Everything that defines a learner; stored in its checkpoints."""
+
+    sizes: tuple[int, ...]  # widths, input first: (64, 128, 128, 10)
+    activations: tuple[str, ...]  # one per dense layer; the last is usually "identity"
+    rule: str = "fdfa"  # bp | dfa | fg-w | fg-a | fdfa
+    loss: str = "ce"  # ce: softmax cross-entropy over logits | mse: mean squared error
+    optimizer: str | None = None  # sgd | momentum | adam; None: the rule's default
+    lr: float | None = None  # learning rate; None: the rule's default
+    alpha: float = 0.003  # FDFA: feedback momentum, B <- (1 - alpha) B + alpha J~ (tuned like DEFAULTS)
+    sigma: float = 1.0  # std of the forward-gradient perturbations (fg-w, fg-a, fdfa)
+    batch_size: int = 32  # most rows learn_many takes per update; sizes the buffers
+    seed: int = 0  # weights, feedback matrices and perturbations all follow from it
+
+    def resolved(self) -> "LearnerConfig":
+        """The same config with the rule's defaults filled in, checked."""
+        _check_choice("rule", self.rule, RULES)
+        _check_choice("loss", self.loss, LOSSES)
+        for name in self.activations:
+            _check_choice("activation", name, ACTIVATIONS)
+        defaults = DEFAULTS[self.rule]
+        cfg = dataclasses.replace(
+            self,
+            sizes=tuple(int(n) for n in self.sizes),
+            activations=tuple(self.activations),
+            optimizer=self.optimizer or defaults["optimizer"],
+            lr=float(self.lr if self.lr is not None else defaults["lr"]),
+        )
+        _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+        if len(cfg.sizes) < 2 or min(cfg.sizes) < 1:
+            raise ConfigError(f"sizes must be at least two positive widths (input, output), got {self.sizes!r}")
+        if len(cfg.activations) != len(cfg.sizes) - 1:
+            raise ConfigError(f"need one activation per layer ({len(cfg.sizes) - 1}), got {self.activations!r}")
+        if not cfg.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < cfg.alpha <= 1:
+            raise ConfigError(f"alpha must be in (0, 1], got {self.alpha!r}")
+        if not cfg.sigma > 0:
+            raise ConfigError(f"sigma must be > 0, got {self.sigma!r}")
+        if cfg.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        return cfg
+
+
+def _check_choice(what: str, value: Any, choices: dict) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
+
+
+class Learner:
+    """Learns a dense network online, one sample (or one mini-batch) at a time."""
+
+    def __init__(self, config: LearnerConfig):
+        self.config = cfg = config.resolved()
+        self.rng = np.random.default_rng(cfg.seed)
+        self.net = Network(cfg.sizes, cfg.activations)
+        self.net.init_weights(self.rng)
+        self.loss = LOSSES[cfg.loss]()
+        self.rule = RULES[cfg.rule](self.net, self.loss, self.rng, cfg)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](self.net.layout.size, cfg.lr)
+        self.workspace = Workspace(self.net, cfg.batch_size)
+        self._one = self.workspace.batch(1)
+        self._full = self.workspace.batch(cfg.batch_size)
+        K = cfg.sizes[-1]
+        self._targets = (np.zeros(cfg.batch_size, dtype=np.intp) if self.loss.classification
+                         else np.zeros((cfg.batch_size, K), dtype=np.float32))
+        self._out = np.zeros(K, dtype=np.float32)
+        self.n_seen = 0  # samples learned from
+        self.n_updates = 0  # optimiser steps taken
+
+    @property
+    def n_inputs(self) -> int:
+        return self.config.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.config.sizes[-1]
+
+    # the streaming API
+
+    def learn_one(self, x: Any, y: Any) -> float:
+        """Learn from one sample; returns its loss before the update."""
+        bt = self._one
+        self._put_features(np.asarray(x) if not isinstance(x, np.ndarray) else x, bt.x, "x")
+        self._put_target(y, 0)
+        return self._update(bt, self._targets[:1])
+
+    def learn_many(self, X: Any, Y: Any) -> float:
+        """Learn from a mini-batch, one update per `batch_size` rows; returns the mean loss.
+
+        The whole batch is checked first: one bad row and nothing is learned.
+        """
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise BadSampleError(f"X must be 2-D (rows, {self.n_inputs}), got shape {X.shape}")
+        Y = np.asarray(Y)
+        if len(Y) != len(X):
+            raise BadSampleError(f"X has {len(X)} rows but Y has {len(Y)}")
+        for i in range(len(X)):  # validate every row before the first update
+            self._put_features(X[i], self._one.x[0], f"X[{i}]")
+            self._put_target(Y[i], 0, f"Y[{i}]")
+        total, M = 0.0, self.config.batch_size
+        for start in range(0, len(X), M):
+            m = min(M, len(X) - start)
+            bt = self._full if m == M else self.workspace.batch(m)
+            np.copyto(bt.x, X[start:start + m], casting="unsafe")
+            for i in range(m):
+                self._put_target(Y[start + i], i)
+            total += self._update(bt, self._targets[:m]) * m
+        return total / max(len(X), 1)
+
+    def predict_proba_one(self, x: Any) -> np.ndarray:
+        """Class probabilities (ce) or the prediction itself (mse), as a new (K,) array."""
+        bt = self._one
+        self._put_features(np.asarray(x), bt.x, "x")
+        self.net.forward(bt, derivatives=False)
+        self.loss.output(bt.y, self._out[None, :])
+        return self._out.copy()
+
+    def predict_one(self, x: Any) -> int | np.ndarray:
+        """The predicted class index (ce) or the (K,) prediction (mse)."""
+        out = self.predict_proba_one(x)
+        return int(np.argmax(out)) if self.loss.classification else out
+
+    # checkpoints
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the whole state (weights, rule and optimiser state, RNG, counters) atomically."""
+        arrays = {"params": self.net.params}
+        arrays.update({f"rule.{k}": v for k, v in self.rule.state().items()})
+        arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
+        meta = {
+            "config": dataclasses.asdict(self.config),
+            "rng": self.rng.bit_generator.state,
+            "n_seen": self.n_seen,
+            "n_updates": self.n_updates,
+        }
+        checkpoint.save(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Learner":
+        """A learner that continues exactly where the saved one stopped."""
+        arrays, meta = checkpoint.load(path)
+        try:
+            config = LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+            learner = cls(config)
+            learner._restore(arrays, meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r} does not hold a consistent learner: {exc}") from None
+        return learner
+
+    def _restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        def section(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        for target, saved in ((self.rule.state(), section("rule.")), (self.optimizer.state(), section("optimizer."))):
+            for key, value in target.items():
+                if saved[key].shape != value.shape:
+                    raise ValueError(f"{key} has shape {saved[key].shape}, expected {value.shape}")
+        if arrays["params"].shape != self.net.params.shape:
+            raise ValueError(f"params has shape {arrays['params'].shape}, expected {self.net.params.shape}")
+        self.net.params[...] = arrays["params"]
+        self.rule.load_state(section("rule."))
+        self.optimizer.load_state(section("optimizer."))
+        self.rng.bit_generator.state = meta["rng"]
+        self.n_seen, self.n_updates = int(meta["n_seen"]), int(meta["n_updates"])
+
+    # internals
+
+    def _update(self, bt, targets: np.ndarray) -> float:
+        loss = self.rule.gradient(bt, targets, self.optimizer.grad_scale)
+        self.optimizer.step(self.net.params, self.net.grad)
+        self.n_seen += bt.m
+        self.n_updates += 1
+        return loss
+
+    def _put_features(self, x: np.ndarray, dst: np.ndarray, name: str) -> None:
+        """Copy one feature vector into `dst` as float32, or raise BadSampleError naming the fault."""
+        if x.dtype.kind not in "biuf":
+            raise BadSampleError(f"{name} has dtype {x.dtype}, which cannot be cast to float32; pass numbers")
+        if x.shape != dst.shape[-1:] and x.shape != dst.shape:
+            raise BadSampleError(f"{name} has shape {x.shape}, expected ({self.n_inputs},)")
+        if x.dtype == np.float32:
+            np.copyto(dst, x.reshape(dst.shape))
+        else:
+            with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
+                np.copyto(dst, x.reshape(dst.shape), casting="unsafe")
+        # one call: a float64 sum of float32 values is finite exactly when every value is
+        if not math.isfinite(np.add.reduce(dst, axis=None, dtype=np.float64)):
+            bad = int(np.flatnonzero(~np.isfinite(dst.ravel()))[0])
+            raise BadSampleError(f"{name}[{bad}] = {x.ravel()[bad]!r} is not a finite float32")
+
+    def _put_target(self, y: Any, row: int, name: str = "y") -> None:
+        """Check a label (ce) or target vector (mse) and store it as row `row` of the targets."""
+        K = self.n_outputs
+        if self.loss.classification:
+            try:
+                label = int(y)
+                ok = label == y and not isinstance(y, (bool, np.bool_))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise BadSampleError(f"{name} = {y!r} is not a class index; expected an integer in [0, {K})")
+            if not 0 <= label < K:
+                raise BadSampleError(f"{name} = {label} is outside the classes [0, {K})")
+            self._targets[row] = label
+            return
+        t = np.asarray(y)
+        if t.dtype.kind not in "biuf" or t.size != K or t.ndim > 1:
+            raise BadSampleError(f"{name} must be {K} number(s), got {y!r}")
+        if not np.isfinite(t).all():
+            raise BadSampleError(f"{name} = {y!r} is not finite")
+        self._targets[row] = t.reshape(K)
+
+
+def MLP(sizes: Sequence[int], *, activation: str = "relu", rule: str = "fdfa", loss: str = "ce",
+        optimizer: str | None = None, lr: float | None = None, alpha: float = 0.003, sigma: float = 1.0,
+        batch_size: int = 32, seed: int = 0) -> Learner:
+    """A learner for a plain multilayer perceptron: `activation` on hidden layers, identity output.
+
+    >>> learner = MLP([64, 128, 128, 10], rule="fdfa", loss="ce", seed=0)
+    """
+    sizes = tuple(sizes)
+    acts = (activation,) * (len(sizes) - 2) + ("identity",)
+    return Learner(LearnerConfig(sizes, acts, rule, loss, optimizer, lr, alpha, sigma, batch_size, seed))

@@ -1,0 +1,67 @@
+"""What every learning rule shares: the interface, the output error, the perturbation draw."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..learner import LearnerConfig
+    from ..losses import Loss
+    from ..network import Batch, Network
+
+
+class Rule:
+    """Fills `net.grad` with a gradient (exact or estimated) for one batch and returns its mean loss.
+
+    A rule owns only its own state (feedback matrices, directions); the network owns the weights,
+    the workspace owns the per-sample buffers, the optimiser applies the update.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, net: "Network", loss: "Loss", rng: np.random.Generator, config: "LearnerConfig"):
+        self.net, self.loss, self.rng, self.config = net, loss, rng, config
+
+    def gradient(self, bt: "Batch", target: np.ndarray, scale: float = 1.0) -> float:
+        """Fill net.grad with scale * (the rule's dL/dparams) for the batch; return the mean loss."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays a checkpoint must hold for this rule to continue exactly."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in self.state().items():
+            value[...] = state[key]
+
+    # helpers shared by the rules
+
+    def output_error(self, bt: "Batch", target: np.ndarray, scale: float) -> float:
+        """e = scale * dL/dy into bt.e and the output layer's exact delta into bt.delta[-1]."""
+        loss = self.loss.error(bt.y, target, bt.e)
+        if scale != 1.0:
+            bt.e *= scale
+        if self.net.acts[-1].linear:
+            np.copyto(bt.delta[-1], bt.e)
+        else:
+            np.multiply(bt.e, bt.df[-1], out=bt.delta[-1])
+        return loss
+
+    def draw_perturbations(self, bt: "Batch") -> None:
+        """u_l ~ N(0, sigma^2 I) for every hidden layer, drawn in layer order."""
+        for u in bt.u:
+            self.rng.standard_normal(out=u, dtype=np.float32)
+            if self.config.sigma != 1.0:
+                u *= self.config.sigma
+
+
+def feedback_matrices(n_out: int, widths: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One flat float32 array holding B_l (n_out, n_l) for each hidden width, and views into it."""
+    flat = np.zeros(n_out * sum(widths), dtype=np.float32)
+    views, offset = [], 0
+    for n in widths:
+        views.append(flat[offset:offset + n_out * n].reshape(n_out, n))
+        offset += n_out * n
+    return flat, views

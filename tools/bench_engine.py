@@ -1,0 +1,221 @@
+"""Benchmark the engine's per-sample `learn_one` against PyTorch and the memory-traffic bound.
+
+For a 64-128-10 network (digits) and a 784-256-256-10 network (MNIST-5k) it times one online step
+(batch 1, softmax cross-entropy, plain SGD) of this engine's fdfa, dfa and bp rules and of PyTorch
+BP (nn.Linear+ReLU stack, CrossEntropyLoss, zero_grad/backward/step per sample), on the same rows.
+The memory-traffic bound is what NumPy needs, in the same run, to read and write the parameter
+bytes three times (three np.copyto passes over a float32 array of the parameter count, median of
+10x as many repetitions): a step that reads W forward, writes a gradient and applies it cannot
+move less. Everything runs on one
+thread (BLAS and torch pinned). Timings on a shared machine are noisy: compare rows of one run.
+
+Memory: each configuration runs in a fresh process. After imports and data loading its peak-RSS
+mark is reset (Linux /proc/self/clear_refs), so "peak" is the peak while learning and "learner"
+is what building and stepping the learner added on top (its arrays, the library's first-use
+buffers, autograd's graph). "import" is the peak RSS of a bare process that only imported numpy
+(and torch, for torch rows). The launcher imports neither, so ru_maxrss, which Linux carries over
+from the launcher through exec, stays below every worker's.
+
+    PYTHONPATH=. python tools/bench_engine.py [--quick]
+
+Prints a markdown table and writes bench/results/bench_engine.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads
+    os.environ[_var] = "1"
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # the launcher itself never imports numpy: see the docstring
+    import numpy as np
+
+NETS = {"64-128-10": ("digits", [64, 128, 10]), "784-256-256-10": ("mnist5k", [784, 256, 256, 10])}
+IMPLS = ("fdfa", "dfa", "bp", "torch-bp", "bound")
+TARGETS = [  # (description, net, measure, threshold): fdfa's speedup must reach it, its x_bound stay under it
+    ("fdfa >= 10x faster than torch BP", "64-128-10", "speedup_vs_torch", 10.0),
+    ("fdfa >= 5x faster than torch BP", "784-256-256-10", "speedup_vs_torch", 5.0),
+    ("fdfa within 2.5x of the memory bound", "784-256-256-10", "x_bound", 2.5),
+]
+WARMUP = 300
+OUT = Path(__file__).resolve().parents[1] / "bench" / "results" / "bench_engine.json"
+Step = Callable[[int], Any]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def cpu_model() -> str:
+    """The CPU's name: platform.processor() is empty on most Linux systems, /proc/cpuinfo is not."""
+    cpuinfo = Path("/proc/cpuinfo")
+    pairs = [ln.split(":", 1) for ln in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])]
+    info = {kv[0].strip(): kv[1].strip() for kv in reversed(pairs) if len(kv) == 2}  # first occurrence wins
+    return info.get("model name") or info.get("Model") or platform.processor()  # x86 | Raspberry Pi
+
+
+def time_steps(step: Step, n: int) -> list[float]:
+    """Run `step(i)` WARMUP times untimed, then n times, each timed alone; microseconds."""
+    for i in range(WARMUP):
+        step(i)
+    times = []
+    for i in range(WARMUP, WARMUP + n):
+        t0 = time.perf_counter_ns()
+        step(i)
+        times.append((time.perf_counter_ns() - t0) / 1e3)
+    return times
+
+
+def engine_step(rule: str, sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
+    import edgefdfa
+
+    learner = edgefdfa.MLP(sizes, rule=rule, loss="ce", optimizer="sgd", lr=0.01, alpha=0.003, seed=0)
+    rows, labels = list(X), y.tolist()
+    return lambda i: learner.learn_one(rows[i % len(rows)], labels[i % len(rows)])
+
+
+def torch_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])  # no ReLU on the logits
+    loss_fn, opt = torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01)
+    xs, ys = torch.from_numpy(X).split(1), torch.from_numpy(y).split(1)
+
+    def step(i: int) -> Any:
+        opt.zero_grad()
+        loss = loss_fn(model(xs[i % len(xs)]), ys[i % len(ys)])
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def bound_step(sizes: list[int]) -> Step:
+    import numpy as np
+
+    n_params = sum(n_out * (n_in + 1) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    src, dst = np.ones(n_params, dtype=np.float32), np.zeros(n_params, dtype=np.float32)
+
+    def step(i: int) -> None:
+        for _ in range(3):
+            np.copyto(dst, src)
+
+    return step
+
+
+def worker(impl: str, net: str, n: int) -> dict:
+    """One configuration in this fresh process: timings and memory, as a JSON-able row."""
+    import numpy as np
+    import numpy.random  # noqa: F401  (loaded lazily otherwise, and counted as the learner's 7 MiB)
+
+    if "torch" in impl:
+        import torch
+
+        torch.set_num_threads(1)
+    if impl.startswith("idle"):  # bare-import baseline
+        return {"impl": impl, "peak_rss_mib": peak_rss_mib()}
+    from edgefdfa.datasets import load
+
+    data, sizes = NETS[net]
+    ds = load(data)
+    X, y = ds.X_train, ds.y_train.astype(np.int64)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark to the current RSS: data loading is not the learner's
+    setup = peak_rss_mib()
+    if impl == "torch-bp":
+        step = torch_step(sizes, X, y)
+    elif impl == "bound":
+        step = bound_step(sizes)
+    else:
+        step = engine_step(impl, sizes, X, y)
+    t = time_steps(step, 10 * n if impl == "bound" else n)
+    median = statistics.median(t)
+    return {"net": net, "impl": impl, "median_us": median, "p90_us": statistics.quantiles(t, n=10)[-1],
+            "steps_per_s": 1e6 / median, "peak_rss_mib": peak_rss_mib(), "learner_rss_mib": peak_rss_mib() - setup}
+
+
+def run_worker(impl: str, net: str = "", n: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--worker", impl, net, str(n)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def measure(n: int) -> tuple[dict, list[dict]]:
+    """Bare-import baselines, then every net x impl; ratios against the same net's torch and bound rows."""
+    imports = {lib: run_worker(f"idle-{lib}")["peak_rss_mib"] for lib in ("numpy", "torch")}
+    rows = []
+    for net in NETS:
+        timed = {impl: run_worker(impl, net, n) for impl in IMPLS}
+        for impl, row in timed.items():
+            row["import_rss_mib"] = imports["torch" if impl == "torch-bp" else "numpy"]
+            row["speedup_vs_torch"] = timed["torch-bp"]["median_us"] / row["median_us"]
+            row["x_bound"] = row["median_us"] / timed["bound"]["median_us"]
+            rows.append(row)
+    return imports, rows
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    out = []
+    for desc, net, measure_, threshold in TARGETS:
+        value = next(r for r in rows if r["net"] == net and r["impl"] == "fdfa")[measure_]
+        ok = value >= threshold if measure_ == "speedup_vs_torch" else value <= threshold
+        out.append({"target": desc, "net": net, "measured": value, "threshold": threshold, "pass": ok})
+    return out
+
+
+def table(rows: list[dict], targets: list[dict], n: int) -> str:
+    cols = [("net", "net", "s"), ("impl", "impl", "s"), ("median µs", "median_us", ".1f"), ("p90 µs", "p90_us", ".1f"),
+            ("steps/s", "steps_per_s", ",.0f"), ("speedup vs torch", "speedup_vs_torch", ".2f"),
+            ("× bound", "x_bound", ".2f"), ("peak RSS MiB", "peak_rss_mib", ".1f"),
+            ("import MiB", "import_rss_mib", ".1f"), ("learner MiB", "learner_rss_mib", ".1f")]
+    lines = [f"learn_one, batch 1, everything on ONE thread (BLAS and torch pinned to 1): median of {n} "
+             f"timed steps after {WARMUP} warm-up. bound = 3 np.copyto passes over the parameter bytes.", "",
+             "| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(format(r[key], spec) for _, key, spec in cols) + " |" for r in rows]
+    lines += ["", "| target | net | measured | result |", "|---|---|---|---|"]
+    lines += [f"| {t['target']} | {t['net']} | {t['measured']:.2f} | {'PASS' if t['pass'] else 'FAIL'} |"
+              for t in targets]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="time 300 steps instead of 3000")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # impl net n: one config, JSON to stdout
+    args = parser.parse_args()
+    if args.worker:
+        impl, net, n = args.worker
+        print(json.dumps(worker(impl, net, int(n))))
+        return
+    n = 300 if args.quick else 3000
+    imports, rows = measure(n)
+    targets = check_targets(rows)
+    print(table(rows, targets, n))
+    machine = {"processor": platform.processor(), "cpu_model": cpu_model(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+               "python": platform.python_version(), "numpy": version("numpy"), "torch": version("torch"),
+               "threads": 1}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"machine": machine, "steps": n, "warmup": WARMUP, "import_rss_mib": imports,
+                               "rows": rows, "targets": targets}, indent=2) + "\n")
+    print(f"\nwrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
