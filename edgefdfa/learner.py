@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import checkpoint
+from . import blas, checkpoint
 from .activations import ACTIVATIONS
 from .errors import BadSampleError, CheckpointError, ConfigError
 from .losses import LOSSES
@@ -103,6 +103,8 @@ class Learner:
         self._targets = (np.zeros(cfg.batch_size, dtype=np.intp) if self.loss.classification
                          else np.zeros((cfg.batch_size, K), dtype=np.float32))
         self._out = np.zeros(K, dtype=np.float32)
+        # fused in-place SGD for single samples, when BLAS ger is at hand (see blas.py)
+        self.fused = blas.available and self.rule.local and cfg.optimizer == "sgd"
         self.n_seen = 0  # samples learned from
         self.n_updates = 0  # optimiser steps taken
 
@@ -206,8 +208,12 @@ class Learner:
     # internals
 
     def _update(self, bt, targets: np.ndarray) -> float:
-        loss = self.rule.gradient(bt, targets, self.optimizer.grad_scale)
-        self.optimizer.step(self.net.params, self.net.grad)
+        if self.fused and bt.m == 1:  # the fast path: SGD applied in place from the deltas
+            loss = self.rule.deltas(bt, targets, self.optimizer.grad_scale)
+            self.net.sgd_in_place(bt)
+        else:  # the reference: materialise the gradient, then let the optimiser step
+            loss = self.rule.gradient(bt, targets, self.optimizer.grad_scale)
+            self.optimizer.step(self.net.params, self.net.grad)
         self.n_seen += bt.m
         self.n_updates += 1
         return loss

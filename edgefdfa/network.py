@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import blas
 from .activations import ACTIVATIONS
 from .params import Layout
 
@@ -121,6 +122,13 @@ class Network:
                 np.multiply(bt.df[l], bt.at[l], out=t)
             if l < L - 1:
                 t += bt.u[l]
+
+    def sgd_in_place(self, bt: Batch) -> None:
+        """W_l -= delta_l^T h_l and b_l -= delta_l for one row, fused (BLAS ger: W read and written
+        once, no gradient array). The deltas already carry the learning rate."""
+        for W, b, delta, h in zip(self.W, self.b, bt.delta, bt.hp):
+            blas.rank1_update(W, -1.0, delta[0], h[0])
+            b -= delta[0]
 
     def local_gradients(self, bt: Batch) -> None:
         """gW_l = delta_l^T h_l and gb_l = sum of delta_l over rows (the batch mean sits in e)."""

@@ -29,7 +29,7 @@ GRID = {
     "dfa": [dict(optimizer="sgd", lr=lr) for lr in LRS],
     "fdfa": [dict(optimizer="sgd", lr=lr, alpha=a) for lr, a in itertools.product(LRS, [0.0003, 0.001, 0.003, 0.01])],
     "fg-a": [dict(optimizer="sgd", lr=lr) for lr in [0.0002, 0.0005, 0.001, 0.002, 0.005]],
-    "fg-w": [dict(optimizer="sgd", lr=lr) for lr in [1e-6, 3e-6, 1e-5, 3e-5, 1e-4]],
+    "fg-w": [dict(optimizer="sgd", lr=lr) for lr in [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3]],
 }
 
 
@@ -57,8 +57,12 @@ def main() -> None:
         for r in pool.map(score, jobs):
             results.append(r)
             print(f"{r['data']:8s} {r['rule']:5s} {r['options']} val={r['val_accuracy']:.4f} ({r['seconds']:.0f}s)", flush=True)
+    out = Path(args.out)
+    if out.exists():  # keep earlier runs of the rules not searched this time
+        searched = set(args.rules.split(","))
+        results = [r for r in json.loads(out.read_text())["runs"] if r["rule"] not in searched] + results
     best = {}
-    for rule in args.rules.split(","):
+    for rule in dict.fromkeys(r["rule"] for r in results):
         by_opt = {}
         for r in results:
             if r["rule"] == rule:
@@ -66,8 +70,8 @@ def main() -> None:
         opt, accs = max(by_opt.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
         best[rule] = dict(options=json.loads(opt), mean_val_accuracy=sum(accs) / len(accs))
         print(f"best {rule:5s} {best[rule]}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(epochs=args.epochs, networks=NETWORKS, best=best, runs=results), indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(epochs=args.epochs, networks=NETWORKS, best=best, runs=results), indent=1))
 
 
 if __name__ == "__main__":

@@ -16,16 +16,25 @@ class Rule:
     """Fills `net.grad` with a gradient (exact or estimated) for one batch and returns its mean loss.
 
     A rule owns only its own state (feedback matrices, directions); the network owns the weights,
-    the workspace owns the per-sample buffers, the optimiser applies the update.
+    the workspace owns the per-sample buffers, the optimiser applies the update. A `local` rule's
+    weight gradient is delta_l^T h_l for every layer: it writes the deltas (`deltas`), and the
+    gradient, or a fused in-place SGD update, follows from them.
     """
 
     name: ClassVar[str] = ""
+    local: ClassVar[bool] = True
 
     def __init__(self, net: "Network", loss: "Loss", rng: np.random.Generator, config: "LearnerConfig"):
         self.net, self.loss, self.rng, self.config = net, loss, rng, config
 
     def gradient(self, bt: "Batch", target: np.ndarray, scale: float = 1.0) -> float:
         """Fill net.grad with scale * (the rule's dL/dparams) for the batch; return the mean loss."""
+        loss = self.deltas(bt, target, scale)
+        self.net.local_gradients(bt)
+        return loss
+
+    def deltas(self, bt: "Batch", target: np.ndarray, scale: float = 1.0) -> float:
+        """Write scale * dL/da_l (exact or estimated) into bt.delta[l] for every layer; return the loss."""
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:

@@ -10,12 +10,11 @@ from .base import Rule
 class BP(Rule):
     name = "bp"
 
-    def gradient(self, bt, target, scale=1.0):
+    def deltas(self, bt, target, scale=1.0):
         net = self.net
         net.forward(bt)
         loss = self.output_error(bt, target, scale)
         for l in range(net.n_layers - 1, 0, -1):
             np.matmul(bt.delta[l], net.W[l], out=bt.delta[l - 1])  # (m, n_out) @ (n_out, n_in)
             bt.delta[l - 1] *= bt.df[l - 1]
-        net.local_gradients(bt)
         return loss

@@ -18,13 +18,12 @@ class DFA(Rule):
             bound = np.sqrt(6.0 / B.shape[1])
             B[...] = rng.uniform(-bound, bound, size=B.shape)
 
-    def gradient(self, bt, target, scale=1.0):
+    def deltas(self, bt, target, scale=1.0):
         self.net.forward(bt)
         loss = self.output_error(bt, target, scale)
         for l, B in enumerate(self.B):
             np.matmul(bt.e, B, out=bt.delta[l])  # (m, K) @ (K, n_l)
             bt.delta[l] *= bt.df[l]
-        self.net.local_gradients(bt)
         return loss
 
     def state(self):

@@ -26,7 +26,7 @@ class FDFA(Rule):
         _, self.J = feedback_matrices(net.sizes[-1], hidden)  # scratch for alpha J~_l
         self.d = np.zeros((config.batch_size, net.sizes[-1]), dtype=np.float32)  # alpha d / (m sigma^2)
 
-    def gradient(self, bt, target, scale=1.0):
+    def deltas(self, bt, target, scale=1.0):
         self.draw_perturbations(bt)
         self.net.forward_tangent(bt)
         loss = self.output_error(bt, target, scale)
@@ -39,7 +39,6 @@ class FDFA(Rule):
             outer_sum(d, bt.u[l], out=J)  # alpha (sum over rows of d u^T) / (m sigma^2)
             B *= 1.0 - alpha  # B <- (1 - alpha) B + alpha J~
             B += J
-        self.net.local_gradients(bt)
         return loss
 
     def state(self):

@@ -20,7 +20,7 @@ class FGA(Rule):
         self.ed = np.zeros((config.batch_size, net.sizes[-1]), dtype=np.float32)  # e * d per row
         self.s = np.zeros((config.batch_size, 1), dtype=np.float32)
 
-    def gradient(self, bt, target, scale=1.0):
+    def deltas(self, bt, target, scale=1.0):
         self.draw_perturbations(bt)
         self.net.forward_tangent(bt)
         loss = self.output_error(bt, target, scale)
@@ -31,5 +31,4 @@ class FGA(Rule):
         for l, u in enumerate(bt.u):
             np.multiply(u, s, out=bt.delta[l])
             bt.delta[l] *= bt.df[l]
-        self.net.local_gradients(bt)
         return loss
