@@ -26,3 +26,7 @@ class CheckpointError(EdgeFDFAError, OSError):
 
 class BadModelError(EdgeFDFAError, ValueError):
     """A model file cannot be loaded, split or exported."""
+
+
+class SourceError(EdgeFDFAError, OSError):
+    """A data source cannot be opened or was lost (missing file, absent serial port, wrong arrays)."""

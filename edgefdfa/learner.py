@@ -166,6 +166,15 @@ class Learner:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the whole state (weights, rule and optimiser state, RNG, counters) atomically."""
+        checkpoint.save(path, *self.state())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Learner":
+        """A learner that continues exactly where the saved one stopped."""
+        return cls.from_state(*checkpoint.load(path), source=os.fspath(path))
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, JSON-able metadata) holding everything needed to continue exactly."""
         arrays = {"params": self.net.params}
         arrays.update({f"rule.{k}": v for k, v in self.rule.state().items()})
         arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
@@ -175,18 +184,17 @@ class Learner:
             "n_seen": self.n_seen,
             "n_updates": self.n_updates,
         }
-        checkpoint.save(path, arrays, meta)
+        return arrays, meta
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Learner":
-        """A learner that continues exactly where the saved one stopped."""
-        arrays, meta = checkpoint.load(path)
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str = "checkpoint") -> "Learner":
+        """Rebuild a learner from `state()`'s output; a mismatch is a CheckpointError naming `source`."""
         try:
             config = LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
             learner = cls(config)
             learner._restore(arrays, meta)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r} does not hold a consistent learner: {exc}") from None
+            raise CheckpointError(f"checkpoint {source!r} does not hold a consistent learner: {exc}") from None
         return learner
 
     def _restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

@@ -1,0 +1,133 @@
+"""Run a .tflite model's bytes in a TFLite interpreter: LiteRT, else tflite-runtime, else TensorFlow.
+
+The first that imports is used; the environment variable EDGEFDFA_TFLITE (litert | tflite_runtime |
+tensorflow) forces one. `NAME` says which was chosen (None when none could be imported: then
+creating a Session raises a BadModelError saying what to install).
+
+Quantized inputs and outputs are handled at the boundary: a float sample is quantized with the
+input tensor's scale and zero point, and an integer output is dequantized, so callers always pass
+and get float32.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from ..errors import BadModelError
+from ..formats.base import TensorInfo
+
+_INTERPRETERS = {  # NAME -> (module, attribute path of the Interpreter class), in order of preference
+    "litert": ("ai_edge_litert.interpreter", "Interpreter"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter"),  # needs numpy<2
+    "tensorflow": ("tensorflow", "lite.Interpreter"),
+}
+_INSTALL = "pip install ai-edge-litert (or, where it has no wheel, tflite-runtime with numpy<2)"
+
+
+def _import(name: str) -> type:
+    module, attributes = _INTERPRETERS[name]
+    found = importlib.import_module(module)
+    for attribute in attributes.split("."):
+        found = getattr(found, attribute)
+    return found
+
+
+def _choose() -> tuple[str | None, type | None, str]:
+    """(NAME, Interpreter class, "") for the interpreter to use, or (None, None, why there is none)."""
+    forced = os.environ.get("EDGEFDFA_TFLITE", "")
+    if forced and forced not in _INTERPRETERS:
+        return None, None, f"EDGEFDFA_TFLITE={forced!r} is not one of {', '.join(_INTERPRETERS)}"
+    failures = []
+    for name in [forced] if forced else _INTERPRETERS:
+        try:
+            return name, _import(name), ""
+        except (ImportError, AttributeError) as e:  # tflite_runtime built for numpy 1 fails on numpy 2 here
+            failures.append(f"{name}: {e}")
+    return None, None, f"no TFLite interpreter could be imported ({'; '.join(failures)}); {_INSTALL}"
+
+
+NAME, _Interpreter, _MISSING = _choose()
+
+
+class Session:
+    """One model loaded in the interpreter; run() feeds it one input tensor (one sample, or a batch
+    where the model's batch dimension is dynamic)."""
+
+    def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
+        if _Interpreter is None:
+            raise BadModelError(f"cannot run {name}: {_MISSING}")
+        self.name = name
+        try:
+            self._interpreter = _Interpreter(model_content=bytes(model), num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise BadModelError(f"{name}: the TFLite interpreter ({NAME}) refused it: {e}") from e
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or not outputs:
+            raise BadModelError(
+                f"{name}: has {len(inputs)} inputs and {len(outputs)} outputs; edgefdfa needs one input"
+            )
+        self._in, self._out = inputs[0], outputs[0]
+        self.input, self.output = _info(self._in), _info(self._out)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The first output for input x (shaped like the declared input), as a new float32 array."""
+        x = np.asarray(x)
+        expected = self.input.shape
+        if len(x.shape) != len(expected) or any(e is not None and e != g for e, g in zip(expected, x.shape)):
+            raise BadModelError(
+                f"{self.name}: input {self.input.name!r} has shape {_shape_text(expected)}; given {x.shape}"
+            )
+        try:
+            if x.shape != tuple(self._interpreter.get_input_details()[0]["shape"]):  # a dynamic dimension
+                self._interpreter.resize_tensor_input(self._in["index"], x.shape)
+                self._interpreter.allocate_tensors()
+            self._interpreter.set_tensor(self._in["index"], _quantize(x, self._in))
+            self._interpreter.invoke()
+            return _dequantize(self._interpreter.get_tensor(self._out["index"]), self._out)
+        except (ValueError, RuntimeError) as e:
+            raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
+
+
+def _info(details: dict) -> TensorInfo:
+    shape = details.get("shape_signature", details["shape"])
+    return TensorInfo(
+        name=details["name"],
+        shape=tuple(None if d < 0 else int(d) for d in shape),
+        dtype=np.dtype(details["dtype"]).name,
+    )
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _scale(details: dict) -> tuple[float, int] | None:
+    """(scale, zero point) of a quantized integer tensor; None if it holds plain values."""
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    if not np.issubdtype(details["dtype"], np.integer) or scale == 0.0:
+        return None
+    return scale, zero_point
+
+
+def _quantize(x: np.ndarray, details: dict) -> np.ndarray:
+    """x cast to the input's dtype: quantized (round(x / scale) + zero point, saturated) when it is."""
+    dtype = np.dtype(details["dtype"])
+    quantization = _scale(details)
+    if quantization is None:
+        return x.astype(dtype)
+    scale, zero_point = quantization
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, limits.min, limits.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, details: dict) -> np.ndarray:
+    """y as a new float32 array: (q - zero point) * scale for a quantized output."""
+    quantization = _scale(details)
+    if quantization is None:
+        return np.array(y, dtype=np.float32)
+    scale, zero_point = quantization
+    return ((y.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)

@@ -1,0 +1,64 @@
+"""Write what a learner or model learned, in the format a runtime or firmware takes. Atomic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+from .errors import BadModelError, ConfigError
+from .formats import bundle
+from .formats.base import Dense
+from .formats.c_header import c_header
+from .learner import Learner
+from .model import EdgeModel, format_module
+
+EXPORT_FORMATS = ("onnx", "tflite", "c", "c-int8", "bundle")
+
+
+def head_of(obj: Learner | EdgeModel) -> tuple[list[Dense], bool]:
+    """(layers, ends in softmax) of a model's head or a plain learner's network."""
+    if isinstance(obj, EdgeModel):
+        return obj.head(), obj.split.softmax
+    net = obj.net
+    layers = [Dense(W.copy(), b.copy(), act.name, f"layer {l}") for l, (W, b, act) in enumerate(zip(net.W, net.b, net.acts))]
+    return layers, obj.loss.classification
+
+
+def export(obj: Learner | EdgeModel, path: str | os.PathLike, fmt: str) -> str:
+    """Write `obj` to `path` as `fmt`; returns a one-line description of what was written.
+
+    onnx/tflite from a model of the same format: the whole file with the learned head. Otherwise
+    (another format, or a plain learner): the head alone as a standalone model of that format.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    layers, softmax = head_of(obj)
+    name = obj.name if isinstance(obj, EdgeModel) else "learner"
+    for layer in layers:
+        if not (np.isfinite(layer.W).all() and np.isfinite(layer.b).all()):
+            raise BadModelError(f"{name}: {layer.where} holds NaN or Inf weights; refusing to export a diverged head")
+    if fmt in ("onnx", "tflite"):
+        module = format_module(f".{fmt}")
+        if isinstance(obj, EdgeModel) and obj.suffix == f".{fmt}":
+            data = module.write_head(obj.source, [(d.W, d.b) for d in layers], obj.name)
+            what = f"{name} with its learned head"
+        else:
+            data = module.dense_model([(d.W, d.b, d.activation) for d in layers], softmax=softmax)
+            what = f"the head of {name} alone (input: the head's {layers[0].W.shape[1]} features)"
+    elif fmt in ("c", "c-int8"):
+        data = c_header(layers, int8=fmt == "c-int8", prefix=_c_prefix(path), source=name).encode()
+        what = f"C header, {'int8' if fmt == 'c-int8' else 'float32'} weights"
+    else:
+        data = bundle.pack(bundle.head_tensors(layers))
+        what = "head bundle"
+    with atomic_write(path) as f:
+        f.write(data)
+    return f"{path}: {what}, {len(data):,} bytes"
+
+
+def _c_prefix(path: str | os.PathLike) -> str:
+    stem = "".join(c if c.isalnum() else "_" for c in Path(path).stem)
+    return stem if stem and not stem[0].isdigit() else f"head_{stem}"

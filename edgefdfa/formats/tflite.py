@@ -1,0 +1,597 @@
+"""TFLite (.tflite) files: describe them, cut them into a frozen backbone and a dense head, write a
+learned head back, and build small float models from NumPy weights (for tools and tests).
+
+A .tflite file is a flatbuffer (identifier "TFL3" at byte 4) of operator codes, subgraphs of
+tensors and operators, and buffers holding constant data (buffer 0 is the empty sentinel). We read
+it whole with the flatbuffer object API, edit the objects, and pack them again. The head is the
+trailing run of dense layers feeding subgraph 0's single output:
+
+    ... -> FULLY_CONNECTED [-> RELU | TANH | LOGISTIC] -> ... -> FULLY_CONNECTED [-> ...] [-> SOFTMAX]
+
+A FULLY_CONNECTED holds float32 weights (n_out, n_in) and an optional bias (input -1: none) in
+constant buffers, and may fuse a NONE or RELU activation (LiteRT's FULLY_CONNECTED refuses a fused
+TANH, and the engine has no RELU6). Quantized heads are refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import importlib
+
+import flatbuffers
+import numpy as np
+
+from ..errors import BadModelError, ConfigError
+from .base import Dense, Description, Split, TensorInfo
+
+# The flatbuffer schema ships with LiteRT, with tflite-micro (the numpy<2 / tflite-runtime setup
+# installs it for this), and with TensorFlow: the first one importable is used.
+SCHEMA_MODULES = ("ai_edge_litert.schema_py_generated",
+                  "tflite_micro.tensorflow.lite.micro.python.schema_py_generated",
+                  "tensorflow.lite.python.schema_py_generated")
+
+
+def _import_schema():
+    for module in SCHEMA_MODULES:
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    raise ImportError("no TFLite flatbuffer schema: pip install ai-edge-litert (or tflite-micro)")
+
+
+schema = _import_schema()
+
+SUFFIX = ".tflite"
+IDENTIFIER = b"TFL3"
+
+_OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+_TYPE_NAMES = {code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
+_ACT_NAMES = {code: name for name, code in vars(schema.ActivationFunctionType).items() if not name.startswith("_")}
+_A = schema.ActivationFunctionType
+_FUSED = {_A.NONE: "identity", _A.RELU: "relu"}  # fused activation -> engine name; LiteRT refuses a fused TANH
+_SEPARATE = {"RELU": "relu", "TANH": "tanh", "LOGISTIC": "sigmoid"}  # activation operator -> engine name
+_ALIGN = 16  # bytes; constant data is aligned as the TFLite converter aligns it
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def _parse(data: bytes, name: str) -> schema.ModelT:
+    """The whole file as objects, or a BadModelError if it is not a TFLite flatbuffer we can index."""
+    data = bytes(data)
+    if len(data) < 8 or data[4:8] != IDENTIFIER:
+        raise BadModelError(f"{name} is not a valid TFLite model: no {IDENTIFIER.decode()!r} identifier at byte 4")
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    except Exception as e:  # the generated reader fails in many ways on truncated or corrupt bytes
+        raise BadModelError(f"{name} is not a valid TFLite model: {type(e).__name__}: {e}") from e
+    problem = _inconsistency(model)
+    if problem:
+        raise BadModelError(f"{name} is not a valid TFLite model: {problem}")
+    return model
+
+
+def _inconsistency(model: schema.ModelT) -> str:
+    """What makes subgraph 0 unusable (an index out of range...), or "" — corrupt bytes often parse."""
+    if not model.subgraphs:
+        return "it has no subgraph"
+    g = model.subgraphs[0]
+    n_tensors, n_codes, n_buffers = len(g.tensors or []), len(model.operatorCodes or []), len(model.buffers or [])
+    for i, op in enumerate(g.operators or []):
+        if not 0 <= op.opcodeIndex < n_codes:
+            return f"operator {i} has operator code {op.opcodeIndex} of {n_codes}"
+        if any(not -1 <= t < n_tensors for t in _indices(op.inputs) + _indices(op.outputs)):
+            return f"operator {i} names a tensor beyond the {n_tensors} of subgraph 0"
+    if any(not 0 <= t < n_tensors for t in _indices(g.inputs) + _indices(g.outputs)):
+        return f"subgraph 0 names an input or output beyond its {n_tensors} tensors"
+    if any(not 0 <= t.buffer < n_buffers for t in g.tensors or []):
+        return f"a tensor of subgraph 0 names a buffer beyond the {n_buffers}"
+    return ""
+
+
+def _indices(vector) -> list[int]:
+    """A flatbuffer index vector (None, a list or a NumPy array) as a list of ints."""
+    return [] if vector is None else [int(i) for i in vector]
+
+
+def _op_type(model: schema.ModelT, op: schema.OperatorT) -> str:
+    """"FULLY_CONNECTED", "CUSTOM(name)"...: builtinCode, or deprecatedBuiltinCode in files before it."""
+    code = model.operatorCodes[op.opcodeIndex]
+    number = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if number == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM({(code.customCode or b'').decode(errors='replace')})"
+    return _OP_NAMES.get(number, f"BUILTIN_{number}")
+
+
+def _where(model: schema.ModelT, i: int) -> str:
+    return f"operator {i} ({_op_type(model, model.subgraphs[0].operators[i])})"
+
+
+def _info(tensor: schema.TensorT) -> TensorInfo:
+    shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+    return TensorInfo(
+        name=(tensor.name or b"").decode(errors="replace"),
+        shape=tuple(None if d < 0 else int(d) for d in _indices(shape)),
+        dtype=_TYPE_NAMES.get(tensor.type, f"type{tensor.type}"),
+    )
+
+
+def describe(data: bytes, name: str) -> Description:
+    """Subgraph 0's inputs, outputs and operators, and the file's schema version and description."""
+    model = _parse(data, name)
+    g = model.subgraphs[0]
+    return Description(
+        format="tflite",
+        inputs=[_info(g.tensors[t]) for t in _indices(g.inputs)],
+        outputs=[_info(g.tensors[t]) for t in _indices(g.outputs)],
+        operators=[_op_type(model, op) for op in g.operators or []],
+        details={
+            "schema_version": model.version,
+            "description": (model.description or b"").decode(errors="replace"),
+            "subgraphs": len(model.subgraphs),
+            "buffers": len(model.buffers or []),
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ finding the head
+
+
+@dataclass
+class _Layer:
+    """A dense layer as it sits in the file."""
+
+    fc: int  # index of its FULLY_CONNECTED operator
+    activation_op: int | None  # index of a separate RELU / TANH / LOGISTIC after it, if any
+    dense: Dense
+
+
+@dataclass
+class _Run:
+    """The trailing run of dense layers of subgraph 0, and why it stops where it does."""
+
+    layers: list[_Layer]  # in forward order
+    softmax: int | None  # index of the SOFTMAX after the last layer, if any
+    stop: str  # "operator 3 (CONV_2D) is not a dense layer", "it starts at the model input"...
+
+
+class _Graph:
+    """Subgraph 0 with who produces and how many consume each tensor, to walk back from the output."""
+
+    def __init__(self, model: schema.ModelT):
+        self.model = model
+        self.g = model.subgraphs[0]
+        self.producer = {t: i for i, op in enumerate(self.g.operators or []) for t in _indices(op.outputs)}
+        self.consumers = Counter(t for op in self.g.operators or [] for t in _indices(op.inputs))
+
+    def op(self, i: int) -> schema.OperatorT:
+        return self.g.operators[i]
+
+    def type(self, i: int) -> str:
+        return _op_type(self.model, self.g.operators[i])
+
+    def data_input(self, i: int) -> int | None:
+        """The input of operator i when it has exactly one (an activation, a softmax), else None."""
+        inputs = _indices(self.g.operators[i].inputs)
+        return inputs[0] if len(inputs) == 1 and inputs[0] >= 0 else None
+
+    def only_feeds_next(self, t: int) -> bool:
+        """Tensor t goes only to the one operator after it: removing the two leaves no one without input."""
+        return self.consumers[t] == 1 and t not in _indices(self.g.outputs)
+
+
+def _trailing_run(model: schema.ModelT, name: str) -> _Run:
+    """Walk back from subgraph 0's output over SOFTMAX and dense layers, collecting the head."""
+    graph = _Graph(model)
+    g = graph.g
+    if len(_indices(g.inputs)) != 1 or len(_indices(g.outputs)) != 1:
+        raise BadModelError(
+            f"{name}: subgraph 0 has {len(_indices(g.inputs))} inputs and {len(_indices(g.outputs))} outputs; "
+            "edgefdfa needs a model with one input and one output"
+        )
+    t = _indices(g.outputs)[0]
+    softmax = graph.producer.get(t)
+    if softmax is not None and graph.type(softmax) == "SOFTMAX":
+        beta = getattr(graph.op(softmax).builtinOptions, "beta", 0.0)  # a SOFTMAX without options has beta 0
+        if beta != 1.0:
+            return _Run([], None, f"{_where(model, softmax)} has beta {beta}; only beta 1.0 is supported")
+        t = graph.data_input(softmax)
+        if t is None:
+            return _Run([], None, f"{_where(model, softmax)} does not have one input")
+        if not graph.only_feeds_next(t):
+            return _Run([], None, f"the input of {_where(model, softmax)} also feeds other operators")
+    else:
+        softmax = None
+    layers: list[_Layer] = []
+    while True:
+        i = graph.producer.get(t)
+        if i is None:
+            return _Run(layers[::-1], softmax, "it starts at the model input")
+        layer = _layer(graph, i)
+        if isinstance(layer, str):
+            return _Run(layers[::-1], softmax, layer)
+        layers.append(layer)
+        t = _indices(graph.op(layer.fc).inputs)[0]
+        if not graph.only_feeds_next(t) and t not in _indices(g.inputs):
+            return _Run(layers[::-1], softmax, f"the input of {layer.dense.where} also feeds other operators")
+
+
+def _layer(graph: _Graph, i: int) -> _Layer | str:
+    """The dense layer whose last operator is i, or why operator i ends no dense layer."""
+    where = _where(graph.model, i)
+    kind = graph.type(i)
+    if kind == "FULLY_CONNECTED":
+        dense = _fully_connected(graph, i)
+        return dense if isinstance(dense, str) else _Layer(i, None, dense)
+    if kind not in _SEPARATE:
+        return f"{where} is not a dense layer"
+    t = graph.data_input(i)
+    fc = graph.producer.get(t)
+    if fc is None or graph.type(fc) != "FULLY_CONNECTED" or not graph.only_feeds_next(t):
+        return f"{where} does not directly follow a FULLY_CONNECTED"
+    dense = _fully_connected(graph, fc)
+    if isinstance(dense, str):
+        return dense
+    if dense.activation != "identity":
+        return f"{where} follows {dense.where}, which already applies {dense.activation}"
+    dense.activation = _SEPARATE[kind]
+    return _Layer(fc, i, dense)
+
+
+def _fully_connected(graph: _Graph, i: int) -> Dense | str:
+    """Operator i (a FULLY_CONNECTED) as a Dense, or why it cannot be trained here."""
+    where = _where(graph.model, i)
+    op, tensors = graph.op(i), graph.g.tensors
+    options = op.builtinOptions or schema.FullyConnectedOptionsT()
+    if not isinstance(options, schema.FullyConnectedOptionsT):
+        return f"{where} has {type(options).__name__[:-1]}, not FullyConnectedOptions"
+    inputs = _indices(op.inputs)
+    if len(inputs) < 2 or min(inputs[:2]) < 0:
+        return f"{where} has {len(inputs)} inputs, not input, weights and optional bias"
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else -1
+    dtypes = sorted({_TYPE_NAMES.get(tensors[t].type, "?") for t in (x, w, bias, *_indices(op.outputs)) if t >= 0})
+    if dtypes != ["float32"]:
+        quantized = any("int" in d for d in dtypes)
+        reason = "quantized heads are not supported yet" if quantized else "only float32 is supported"
+        return f"{where} computes in {'/'.join(dtypes)}: {reason}"
+    if options.fusedActivationFunction not in _FUSED:
+        name = _ACT_NAMES.get(options.fusedActivationFunction, str(options.fusedActivationFunction))
+        return f"{where} fuses activation {name}, which is not supported (only NONE, RELU)"
+    if options.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
+        return f"{where} stores its weights in a shuffled format, which is not supported"
+    W = _constant(graph, w, f"{where}: its weights")
+    b = _constant(graph, bias, f"{where}: its bias") if bias >= 0 else None
+    if isinstance(W, str) or isinstance(b, str):
+        return W if isinstance(W, str) else b
+    if W.ndim != 2 or (b is not None and b.size != W.shape[0]):
+        bias_shape = None if b is None else b.shape
+        return f"{where} has weights {W.shape} and bias {bias_shape}, not (n_out, n_in) and (n_out,)"
+    per_sample = _per_sample(tensors[x])
+    if per_sample != W.shape[1]:
+        return f"{where} takes input {_info(tensors[x]).shape}, not one vector of {W.shape[1]} per sample"
+    b = np.zeros(W.shape[0], np.float32) if b is None else b.reshape(-1)
+    return Dense(W=W, b=b, activation=_FUSED[options.fusedActivationFunction], where=where)
+
+
+def _constant(graph: _Graph, t: int, what: str) -> np.ndarray | str:
+    """Tensor t's constant float32 data, shaped, as a new array; or why it is not constant data."""
+    tensor = graph.g.tensors[t]
+    data = graph.model.buffers[tensor.buffer].data
+    if t in graph.producer or tensor.buffer == 0 or data is None or len(data) == 0:
+        return f"{what} are not constant data"
+    if tensor.sparsity is not None:
+        return f"{what} are stored sparse, which is not supported"
+    raw, shape = np.asarray(data, np.uint8).tobytes(), _indices(tensor.shape)
+    if len(raw) != 4 * int(np.prod(shape)):
+        return f"{what} hold {len(raw)} bytes, not the float32 {shape} the tensor declares"
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+
+
+def _per_sample(tensor: schema.TensorT) -> int | None:
+    """Values per sample of an activation tensor (all but the batch dimension), None if unknown."""
+    shape = _indices(tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape)
+    per_sample = shape[1:] if len(shape) > 1 else shape
+    return None if any(d < 0 for d in per_sample) else int(np.prod(per_sample))
+
+
+def _head_layers(model: schema.ModelT, head: int | None, name: str) -> tuple[_Run, list[_Layer]]:
+    """The run and its trailing `head` layers (all of them for None), or a BadModelError saying why not."""
+    run = _trailing_run(model, name)
+    if not run.layers:
+        raise BadModelError(f"{name}: nothing trainable at the end of subgraph 0: {run.stop}")
+    if head is None:
+        return run, run.layers
+    if not 1 <= head <= len(run.layers):
+        raise BadModelError(
+            f"{name}: asked for a head of {head} dense layers, but the trailing run of dense layers has "
+            f"{len(run.layers)}: {run.stop}"
+        )
+    return run, run.layers[-head:]
+
+
+def _refuse_external_data(model: schema.ModelT, name: str) -> None:
+    """Files over 2 GB keep buffers after the flatbuffer (or in other files); repacking the objects
+    would drop them."""
+    if (
+        any(b.offset > 1 for b in model.buffers or [])
+        or any(op.largeCustomOptionsOffset > 1 for sg in model.subgraphs for op in sg.operators or [])
+        or model.externalBuffers
+        or model.externalBufferGroups
+    ):
+        raise BadModelError(
+            f"{name}: keeps data outside the flatbuffer (a model over 2 GB, or external buffers); "
+            "edgefdfa cannot rewrite such a file"
+        )
+
+
+# ------------------------------------------------------------------------------------- splitting
+
+
+def split(data: bytes, head: int | None, name: str) -> Split:
+    """Cut the file after its backbone: the trailing `head` dense layers (None: all) become the head."""
+    model = _parse(data, name)
+    _refuse_external_data(model, name)
+    run, layers = _head_layers(model, head, name)
+    g = model.subgraphs[0]
+    head_input = _indices(g.operators[layers[0].fc].inputs)[0]
+    return Split(
+        backbone=None if head_input in _indices(g.inputs) else _backbone(data, layers, run.softmax, head_input),
+        head=[layer.dense for layer in layers],
+        softmax=run.softmax is not None,
+        input=_info(g.tensors[_indices(g.inputs)[0]]),
+        head_input=_info(g.tensors[head_input]),
+        output=_info(g.tensors[_indices(g.outputs)[0]]),
+    )
+
+
+def _backbone(data: bytes, layers: list[_Layer], softmax: int | None, head_input: int) -> bytes:
+    """The file without the head's operators, its output moved to the head's input. Signatures go:
+    they name the old output."""
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(data), 0))  # a fresh copy to edit
+    g = model.subgraphs[0]
+    removed = {softmax} | {layer.fc for layer in layers} | {layer.activation_op for layer in layers}
+    g.operators = [op for i, op in enumerate(g.operators) if i not in removed]
+    g.outputs = [head_input]
+    model.signatureDefs = None
+    return _serialize(model)
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str) -> bytes:
+    """The file with the trailing len(head) dense layers' weights and biases replaced.
+
+    Only those buffers change. A layer without bias that gets a nonzero one gains a bias tensor and
+    buffer. Weights shared with another tensor or operator cannot be replaced alone, and are refused.
+    """
+    model = _parse(data, name)
+    _refuse_external_data(model, name)
+    _, layers = _head_layers(model, len(head), name)
+    uses = _buffer_uses(model)
+    for layer, (W, b) in zip(layers, head):
+        W, b = np.asarray(W, np.float32), np.asarray(b, np.float32)
+        if W.shape != layer.dense.W.shape or b.shape != layer.dense.b.shape:
+            raise BadModelError(
+                f"{name}: {layer.dense.where} has weights {layer.dense.W.shape} and bias {layer.dense.b.shape}; "
+                f"got {W.shape} and {b.shape}"
+            )
+        _write_layer(model, layer, W, b, uses, name)
+    return _serialize(model)
+
+
+def _buffer_uses(model: schema.ModelT) -> Counter:
+    """How many (tensor, operator) pairs read each buffer: more than one, and writing it changes others."""
+    uses: Counter = Counter()
+    for g in model.subgraphs:
+        consumers = Counter(t for op in g.operators or [] for t in _indices(op.inputs))
+        for t, tensor in enumerate(g.tensors or []):
+            uses[tensor.buffer] += max(1, consumers[t])
+    return uses
+
+
+def _write_layer(model: schema.ModelT, layer: _Layer, W: np.ndarray, b: np.ndarray, uses: Counter, name: str) -> None:
+    """Replace one FULLY_CONNECTED's weight and bias buffers, giving it a bias if it learned one."""
+    g = model.subgraphs[0]
+    op = g.operators[layer.fc]
+    inputs = _indices(op.inputs)
+    bias = inputs[2] if len(inputs) > 2 else -1
+    if bias < 0 and b.any():
+        bias = _add_bias_tensor(model, g.tensors[inputs[1]], b.size)
+        op.inputs = inputs[:2] + [bias]
+        uses[g.tensors[bias].buffer] += 1
+    for t, values, what in ((inputs[1], W, "weights"), (bias, b, "bias")):
+        if t < 0:
+            continue  # no bias in the file and none learned
+        buffer = g.tensors[t].buffer
+        if uses[buffer] != 1:
+            raise BadModelError(
+                f"{name}: the {what} of {layer.dense.where} (buffer {buffer}) are shared with "
+                f"{uses[buffer] - 1} other tensor or operator use(s); writing them would change those too"
+            )
+        model.buffers[buffer].data = np.frombuffer(values.astype("<f4").tobytes(), np.uint8)
+
+
+def _add_bias_tensor(model: schema.ModelT, weights: schema.TensorT, n_out: int) -> int:
+    """A new float32 (n_out,) bias tensor with its own (still empty) buffer; returns its index."""
+    model.buffers.append(schema.BufferT())
+    g = model.subgraphs[0]
+    g.tensors.append(
+        schema.TensorT(
+            shape=[n_out], type=schema.TensorType.FLOAT32, buffer=len(model.buffers) - 1,
+            name=(weights.name or b"dense") + b"/bias",
+        )
+    )
+    return len(g.tensors) - 1
+
+
+class _AlignedBuffer(schema.BufferT):
+    """A buffer packed with its data 16-byte aligned, as the TFLite converter writes it: interpreters
+    read weights in place, and some targets (microcontrollers) cannot load unaligned floats."""
+
+    def Pack(self, builder: flatbuffers.Builder) -> int:
+        data = None
+        if self.data is not None and len(self.data):
+            raw = np.asarray(self.data, np.uint8).tobytes()
+            builder.StartVector(1, len(raw), _ALIGN)
+            builder.head -= len(raw)  # place the bytes as flatbuffers' own CreateByteVector does
+            builder.Bytes[builder.head : builder.head + len(raw)] = raw
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, self.offset)
+        schema.BufferAddSize(builder, self.size)
+        return schema.BufferEnd(builder)
+
+
+def _serialize(model: schema.ModelT) -> bytes:
+    """Pack the objects into .tflite bytes (identifier TFL3), constant data aligned."""
+    for buffer in model.buffers:
+        buffer.__class__ = _AlignedBuffer
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=IDENTIFIER)
+    return bytes(builder.Output())
+
+
+# -------------------------------------------------------------------------------------- building
+
+
+_OPTIONS = {  # builtin operator -> its options table (schema name without "Options")
+    "FULLY_CONNECTED": "FullyConnected", "SOFTMAX": "Softmax", "CONCATENATION": "Concatenation",
+    "RESHAPE": "Reshape", "ADD": "Add", "SUB": "Sub", "MUL": "Mul",
+    "MEAN": "Reducer", "SUM": "Reducer", "REDUCE_MAX": "Reducer", "REDUCE_MIN": "Reducer",
+}
+_DEFAULTS = {"SOFTMAX": {"beta": 1.0}}  # where the schema's default (beta 0) is not what a caller means
+
+
+class Builder:
+    """A one-subgraph float .tflite made operator by operator from NumPy constants, without TensorFlow.
+
+        g = Builder()
+        x = g.input("window", (1, 32, 6))
+        mean = g.op("MEAN", [x, g.const(np.array([1], np.int32))], (1, 6), keep_dims=False)
+        h = g.fully_connected(mean, W, b, "relu")
+        data = g.finish([x], [g.op("SOFTMAX", [h], (1, len(b)))])
+
+    `op` takes a builtin operator's name, its input tensors, and its output's shape, and returns the
+    new output tensor; options are the fields of the operator's options table in snake_case (keep_dims,
+    axis, new_shape, fused_activation_function...). Every operator is declared version 1, which
+    LiteRT runs for float32. A None in a shape is a dynamic dimension.
+    """
+
+    def __init__(self) -> None:
+        self.model = schema.ModelT(version=3, description=b"edgefdfa", operatorCodes=[], buffers=[schema.BufferT()])
+        self.graph = schema.SubGraphT(tensors=[], operators=[], name=b"main")
+        self.model.subgraphs = [self.graph]
+        self._codes: dict[int, int] = {}  # builtin operator -> index in operatorCodes
+
+    def input(self, name: str, shape: tuple[int | None, ...], dtype: str = "float32",
+              quantization: tuple[float, int] | None = None) -> int:
+        """A tensor to pass to finish() as a model input; quantization=(scale, zero_point) for an
+        integer tensor of quantized values."""
+        return self._tensor(shape, dtype, name, quantization)
+
+    def const(self, array: np.ndarray, name: str = "", quantization: tuple[float, int] | None = None) -> int:
+        """A constant tensor holding `array` (float64 stored as float32, int64 as int32, as TFLite's
+        float kernels and index inputs expect)."""
+        array = np.asarray(array)
+        array = array.astype({"float64": np.float32, "int64": np.int32}.get(array.dtype.name, array.dtype))
+        t = self._tensor(array.shape, array.dtype.name, name, quantization)
+        little = array.astype(array.dtype.newbyteorder("<")).tobytes()  # .tflite files are little-endian
+        self.model.buffers.append(schema.BufferT(data=np.frombuffer(little, np.uint8)))
+        self.graph.tensors[t].buffer = len(self.model.buffers) - 1
+        return t
+
+    def op(self, kind: str, inputs: list[int], shape: tuple[int | None, ...], name: str = "", dtype: str = "float32",
+           quantization: tuple[float, int] | None = None, **options) -> int:
+        """Append builtin operator `kind` (an input -1: an absent optional input); returns its output."""
+        code = getattr(schema.BuiltinOperator, kind, None)
+        if code is None:
+            raise ConfigError(f"Builder.op: {kind!r} is not a TFLite builtin operator")
+        if code not in self._codes:
+            self._codes[code] = len(self.model.operatorCodes)
+            self.model.operatorCodes.append(
+                schema.OperatorCodeT(builtinCode=code, deprecatedBuiltinCode=min(code, 127), version=1)
+            )
+        output = self._tensor(shape, dtype, name, quantization)
+        op = schema.OperatorT(opcodeIndex=self._codes[code], inputs=list(inputs), outputs=[output])
+        if kind in _OPTIONS:
+            table = _OPTIONS[kind]
+            fields = {**_DEFAULTS.get(kind, {}), **{_camel(k): v for k, v in options.items()}}
+            if kind == "RESHAPE":  # LiteRT does not take the new shape from the output tensor
+                fields.setdefault("newShape", [-1 if d is None else int(d) for d in shape])
+            op.builtinOptionsType = getattr(schema.BuiltinOptions, f"{table}Options")
+            op.builtinOptions = getattr(schema, f"{table}OptionsT")(**fields)
+        elif options:
+            raise ConfigError(f"Builder.op knows no options for {kind}; it has options for {', '.join(_OPTIONS)}")
+        self.graph.operators.append(op)
+        return output
+
+    def fully_connected(self, x: int, W: np.ndarray, b: np.ndarray | None, activation: str, name: str = "",
+                        fused: bool = True) -> int:
+        """activation(W x + b) on tensor x (batch first), b None for no bias: a FULLY_CONNECTED, a
+        relu fused into it when fused=True, else a separate RELU / TANH / LOGISTIC (LiteRT fuses no other)."""
+        operators = {v: k for k, v in _SEPARATE.items()}  # engine name -> activation operator
+        if activation != "identity" and activation not in operators:
+            raise ConfigError(f"Builder.fully_connected: unknown activation {activation!r}")
+        shape = self.shape(x)
+        out = (shape[0] if len(shape) > 1 else 1, W.shape[0])
+        fuse = fused and activation == "relu"
+        separate = activation != "identity" and not fuse
+        bias = -1 if b is None else self.const(np.asarray(b, np.float32), f"{name}/bias" if name else "")
+        weights = self.const(np.asarray(W, np.float32), f"{name}/weights" if name else "")
+        y = self.op("FULLY_CONNECTED", [x, weights, bias], out, "" if separate else name,
+                    fused_activation_function=_A.RELU if fuse else _A.NONE)
+        return self.op(operators[activation], [y], out, name) if separate else y
+
+    def shape(self, t: int) -> tuple[int | None, ...]:
+        """Tensor t's shape, None for a dynamic dimension."""
+        return _info(self.graph.tensors[t]).shape
+
+    def finish(self, inputs: list[int], outputs: list[int]) -> bytes:
+        """The model's bytes, with these tensors as subgraph 0's inputs and outputs."""
+        self.graph.inputs, self.graph.outputs = list(inputs), list(outputs)
+        return _serialize(self.model)
+
+    def _tensor(self, shape: tuple[int | None, ...], dtype: str, name: str,
+                quantization: tuple[float, int] | None) -> int:
+        tensor = schema.TensorT(
+            shape=[1 if d is None else int(d) for d in shape],
+            type=getattr(schema.TensorType, dtype.upper()),
+            name=(name or f"t{len(self.graph.tensors)}").encode(),
+        )
+        if None in tuple(shape):
+            tensor.shapeSignature = [-1 if d is None else int(d) for d in shape]
+        if quantization is not None:
+            tensor.quantization = schema.QuantizationParametersT(scale=[quantization[0]], zeroPoint=[quantization[1]])
+        self.graph.tensors.append(tensor)
+        return len(self.graph.tensors) - 1
+
+
+def _camel(snake: str) -> str:
+    """keep_dims -> keepDims: the schema's field names."""
+    head, *rest = snake.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def dense_model(
+    layers: list[tuple[np.ndarray, np.ndarray | None, str]],
+    softmax: bool = False,
+    input_shape: tuple[int | None, ...] | None = None,
+    fused: bool = True,
+) -> bytes:
+    """A float32 .tflite MLP: layers of (W (n_out, n_in), b (n_out,) or None, activation) where
+    activation is identity | relu | tanh | sigmoid, then SOFTMAX (beta 1) if softmax. The input is
+    (1, n_in) unless input_shape says otherwise (its per-sample size must be n_in)."""
+    g = Builder()
+    x = first = g.input("input", input_shape or (1, layers[0][0].shape[1]))
+    for k, (W, b, activation) in enumerate(layers):
+        x = g.fully_connected(x, W, b, activation, f"dense{k}", fused)
+    if softmax:
+        x = g.op("SOFTMAX", [x], g.shape(x), "probabilities")
+    return g.finish([first], [x])
