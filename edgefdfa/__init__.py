@@ -6,7 +6,7 @@
     >>> model = edgefdfa.load("model.onnx")   # frozen backbone + trainable dense head
 """
 
-from .errors import BadModelError, BadSampleError, CheckpointError, ConfigError, EdgeFDFAError
+from .errors import BadModelError, BadSampleError, CheckpointError, ConfigError, EdgeFDFAError, SourceError
 from .learner import MLP, Learner, LearnerConfig
 from .model import EdgeModel, load, load_checkpoint
 from .rules import RULES
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "Learner", "LearnerConfig", "RULES", "load", "load_checkpoint", "EdgeModel",
-    "EdgeFDFAError", "ConfigError", "BadSampleError", "CheckpointError", "BadModelError",
+    "EdgeFDFAError", "ConfigError", "BadSampleError", "CheckpointError", "BadModelError", "SourceError",
 ]

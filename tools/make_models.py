@@ -129,7 +129,7 @@ def imu_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str
     return Xtr, ytr, Xte, yte, list(ds.classes)
 
 
-def test_inputs(stem: str) -> tuple[np.ndarray, np.ndarray]:
+def held_out(stem: str) -> tuple[np.ndarray, np.ndarray]:
     """Real test-split inputs and labels for a shipped model, shaped as one model input each."""
     if stem.startswith("imu-activity"):
         _, _, X, y, _ = imu_data()

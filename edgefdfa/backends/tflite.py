@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from ..errors import BadModelError
+from ..formats import tflite as tflite_format
 from ..formats.base import TensorInfo
 
 _INTERPRETERS = {  # NAME -> (module, attribute path of the Interpreter class), in order of preference
@@ -60,6 +61,7 @@ class Session:
         if _Interpreter is None:
             raise BadModelError(f"cannot run {name}: {_MISSING}")
         self.name = name
+        tflite_format.check(model, name)  # old interpreters crash on corrupt bytes instead of refusing them
         try:
             self._interpreter = _Interpreter(model_content=bytes(model), num_threads=threads)
             self._interpreter.allocate_tensors()

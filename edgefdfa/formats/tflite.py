@@ -59,6 +59,15 @@ _ALIGN = 16  # bytes; constant data is aligned as the TFLite converter aligns it
 # ---------------------------------------------------------------------------------------- reading
 
 
+def check(data: bytes, name: str) -> None:
+    """Raise BadModelError unless `data` is a TFLite model whose indices are consistent.
+
+    Interpreters older than LiteRT (tflite-runtime 2.14) do not verify the flatbuffer and crash
+    the process on corrupt bytes, so backends call this before handing bytes to one.
+    """
+    _parse(data, name)
+
+
 def _parse(data: bytes, name: str) -> schema.ModelT:
     """The whole file as objects, or a BadModelError if it is not a TFLite flatbuffer we can index."""
     data = bytes(data)

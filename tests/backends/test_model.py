@@ -26,10 +26,10 @@ def samples(path: Path, n: int = 60):
     """Real test inputs and labels for a shipped model, as its manifest describes them."""
     sys.path.insert(0, str(MODELS.parent / "tools"))
     try:
-        from make_models import test_inputs
+        from make_models import held_out
     finally:
         sys.path.pop(0)
-    X, y = test_inputs(path.stem)
+    X, y = held_out(path.stem)
     return X[:n], y[:n]
 
 

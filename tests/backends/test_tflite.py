@@ -236,7 +236,8 @@ def test_bytes_that_are_not_a_tflite_model_are_refused():
             with pytest.raises(BadModelError, match=r"bad\.tflite is not a valid TFLite model"):
                 read(bad, "bad.tflite")
     for bad in (data[: len(data) // 2], noise):
-        with pytest.raises(BadModelError, match=rf"bad\.tflite: the TFLite interpreter \({backend.NAME}\) refused it"):
+        # checked before any interpreter sees them: tflite-runtime 2.14 would crash the process
+        with pytest.raises(BadModelError, match=r"bad\.tflite is not a valid TFLite model"):
             backend.Session(bad, name="bad.tflite")
 
 

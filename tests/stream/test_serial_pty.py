@@ -141,6 +141,13 @@ def test_close_from_a_signal_handler(sensors):
         watchdog.cancel()
 
 
+def point(link, target):
+    """Make `link` a symlink to `target`, atomically, as udev does when a device reappears."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
 def test_reconnects_to_a_device_that_comes_back(sensors, tmp_path):
     first = sensors()
     link = tmp_path / "ttySENSOR"
@@ -149,15 +156,14 @@ def test_reconnects_to_a_device_that_comes_back(sensors, tmp_path):
     first.write(b"\n1,1,0\n")
     assert [s.x[0] for s in take(src, n=1)] == [1]
 
+    point(link, tmp_path / "absent")  # first, so the reader never reopens a pty name recycled meanwhile
     first.unplug()
     second = sensors()
     stop = threading.Event()
 
     def come_back():  # the device reappears under the same name, then streams
         time.sleep(0.3)
-        tmp = tmp_path / "ttySENSOR.new"
-        tmp.symlink_to(second.path)
-        os.replace(tmp, link)
+        point(link, second.path)
         while not stop.wait(0.05):
             second.write(b"2,2,1\n")
 
@@ -178,8 +184,8 @@ def test_gives_up_when_the_device_stays_away(sensors, tmp_path):
     link = tmp_path / "ttySENSOR"
     link.symlink_to(sensor.path)
     src = open_source(f"serial://{link}?reconnect_timeout=0.5", n_features=1, reconnect=True)
-    sensor.unplug()
     os.remove(link)
+    sensor.unplug()
     start = time.monotonic()
     assert take(src) == []
     assert 0.4 < time.monotonic() - start < 2.5
