@@ -1,6 +1,8 @@
 """The `edgefdfa` command. Subcommands are small functions; argparse does the parsing.
 
     edgefdfa demo [--out DIR] [--json]
+    edgefdfa train MODEL --data SOURCE [--rule R] [--loss L] [--head N] [--window L --hop H] [--delay D]
+                   [--epochs E] [--checkpoint FILE] [--resume] [--out DIR] [--json] [--plot FILE]
     edgefdfa info MODEL [--head N]
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
 """
@@ -8,41 +10,167 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 
-from .errors import EdgeFDFAError
+import numpy as np
 
-DEMO_RULES = ("bp", "dfa", "fdfa", "fg-a", "fg-w")
-
+from .errors import ConfigError, EdgeFDFAError
+from .rules import RULES as RULE_NAMES
 
 def demo(args: argparse.Namespace) -> int:
-    """Online learning on the shipped digits, one sample at a time, every rule side by side."""
-    from .evaluate import compare_rules
+    """The main job: a smartwatch stream with a sensor shift, frozen vs adapted on the device."""
+    from .demo import demo as run_demo
 
-    sizes = [64, 128, 128, 10]
-    rows = compare_rules("digits", sizes, DEMO_RULES, epochs=args.epochs, seed=0, progress=sys.stderr.isatty())
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for row in rows:
-            row["learner"].save(out / f"digits-{row['rule']}.npz")
-    for row in rows:
-        del row["learner"]
+    summary = run_demo(Path(args.out), plot=not args.no_plot)
     if args.json:
-        print(json.dumps(dict(demo="digits", rows=rows), indent=1))
+        print(json.dumps(summary, indent=1))
         return 0
-    print(f"Online learning on scikit-learn digits ({'-'.join(map(str, sizes))}), one sample at a time, "
-          f"{args.epochs} passes, seed 0; accuracy on the held-out test split:\n")
-    print(f"{'rule':6} {'optimizer':9} {'lr':>7} {'alpha':>6} {'test acc':>9} {'us/sample':>10}")
-    for r in rows:
-        alpha = f"{r['alpha']:g}" if r["alpha"] is not None else "-"
-        print(f"{r['rule']:6} {r['optimizer']:9} {r['lr']:7g} {alpha:>6} {r['test_accuracy']:9.1%} "
-              f"{r['us_per_sample']:10.0f}")
-    if args.out:
-        print(f"\ncheckpoints written to {args.out}/")
+    s = summary["stream"]
+    print(f"imu-activity on a smartwatch IMU stream: {s['steps']:,} steps of 6 channels, windows of {s['windows_of']}, "
+          f"hop {s['hop']}, test-then-train.\nAt step {s['shift_at_step']:,}: {s['shift']}.\n")
+    print(f"{'model':18} {'before shift':>12} {'after shift':>12} {'last 100':>9}")
+    names = {"frozen": "frozen", "fdfa": "fdfa (on device)", "bp": "bp (reference)"}
+    for name, m in summary["models"].items():
+        print(f"{names[name]:18} {m['before_shift']:12.1%} {m['after_shift']:12.1%} {m['last_100']:9.1%}")
+    print()
+    for kind, path in summary["files"].items():
+        print(f"{kind:7} {path}")
     return 0
+
+
+class Progress:
+    """Live metrics: a tqdm bar on a terminal, a log line every `every` seconds otherwise."""
+
+    def __init__(self, desc: str, every: float = 5.0):
+        self.desc, self.every, self._last = desc, every, time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=desc, unit="sample", mininterval=0.5)
+
+    def __call__(self, snap: dict) -> None:
+        score = snap.get("rolling_accuracy", snap.get("rolling_mae"))
+        text = f"{'acc' if 'rolling_accuracy' in snap else 'mae'} {score:.3f} loss {snap['rolling_loss'] or float('nan'):.3f}"
+        if self.bar is not None:
+            self.bar.n = snap["samples"]
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.refresh()
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            print(f"{self.desc}: {snap['samples']} samples, {text}, {snap['samples_per_s']:.0f}/s", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(args: argparse.Namespace) -> int:
+    """Learn from a stream (serial sensor, file replay, stdin), test-then-train, with checkpoints."""
+    from .export import export
+    from .model import load, load_checkpoint
+    from .online import OnlineRun, RunConfig
+    from .stream import Window, open_source
+
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt = args.checkpoint or (str(out / "checkpoint.npz") if out else None)
+    if args.resume:
+        if not ckpt or not Path(ckpt).exists():
+            raise ConfigError(f"--resume needs an existing checkpoint (--checkpoint or --out); {ckpt!r} does not exist")
+        model = load_checkpoint(ckpt)
+    else:
+        options = {k: v for k, v in (("lr", args.lr), ("optimizer", args.optimizer)) if v is not None}
+        model = load(args.model, head=args.head, rule=args.rule, loss=args.loss, **options)
+    window, n_features = None, int(np.prod([d or 1 for d in model.sample_shape]))
+    if args.window:
+        if len(model.sample_shape) != 2 or model.sample_shape[0] not in (None, args.window):
+            raise ConfigError(f"--window {args.window}: the model takes samples of shape {model.sample_shape}, "
+                              f"not windows of {args.window} steps x channels")
+        n_features = model.sample_shape[1]
+        window = Window(args.window, args.hop or args.window, n_features)
+    progress = None if args.json else Progress(f"train {Path(args.model).name}")
+    config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift)
+    run = OnlineRun(model, config, window, progress=progress)
+    replayable = Path(args.data).suffix.lower() in (".csv", ".npz")
+    skip = 0
+    if args.resume:
+        run.resume(ckpt)
+        skip = run.consumed if replayable else 0
+    sources: list = []
+
+    def on_signal(signum, frame):  # finish the current sample, then the final checkpoint
+        run.stop()
+        if sources:
+            sources[-1].close()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    stats = []
+    for _ in range(args.epochs if replayable else 1):
+        with open_source(args.data, n_features=n_features, rate=args.rate, reconnect=args.reconnect) as source:
+            print(f"edgefdfa: reading {args.data}", file=sys.stderr, flush=True)
+            sources.append(source)
+            skip = run.run(source, skip)
+            stats.append(source.stats)
+        if run.stopped:
+            break
+    if progress:
+        progress.close()
+    if ckpt:
+        run.save(ckpt)
+    summary = run.summary()
+    summary["source"] = _source_summary(stats)
+    summary["skipped"] += summary["source"]["skipped"]
+    summary["interrupted"] = run.stopped
+    if ckpt:
+        summary["checkpoint"] = ckpt
+    if out:
+        summary["exported"] = export(model, out / f"{Path(args.model).stem}-adapted{model.suffix}", model.suffix[1:])
+    if args.plot:
+        from .plot import plot_runs
+
+        plot_runs(args.plot, {args.rule if not args.resume else "resumed": run}, f"{Path(args.model).name} on {args.data}")
+        summary["plot"] = args.plot
+    _report(summary, args.json)
+    return 0
+
+
+def _source_summary(stats: list) -> dict:
+    by: dict[str, int] = {}
+    for s in stats:
+        for reason, n in s.skipped_by.items():
+            by[reason] = by.get(reason, 0) + n
+    return {"read": sum(s.read for s in stats), "skipped": sum(s.skipped for s in stats), "skipped_by": by,
+            "first_skipped": [dataclasses.asdict(r) for s in stats for r in s.reports][:5],
+            "lost": next((s.lost_reason for s in stats if s.lost_reason), None),
+            "reconnects": sum(s.reconnects for s in stats)}
+
+
+def _report(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=1, default=float))
+        return
+    name = "accuracy" if "accuracy" in summary else "mae"
+    value = summary[name]
+    print(f"{summary['samples']} samples scored, {summary['learned']} learned, {summary['skipped']} skipped"
+          + (f" ({', '.join(f'{k} {v}' for k, v in summary['source']['skipped_by'].items())})" if summary["source"]["skipped_by"] else ""))
+    if value is not None:
+        print(f"prequential {name} {value:.3f} (last {summary['rolling_' + name]:.3f}), "
+              f"mean loss {summary['loss'] or float('nan'):.4f}, {summary['samples_per_s']:.0f} samples/s")
+    for event in summary["events"]:
+        print(f"{event['kind']} at sample {event['sample']}: {event['detail']}")
+    if summary["source"]["lost"]:
+        print(f"source lost: {summary['source']['lost']}")
+    for key in ("checkpoint", "exported", "plot"):
+        if key in summary:
+            print(f"{key}: {summary[key]}")
 
 
 def info(args: argparse.Namespace) -> int:
@@ -91,10 +219,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefdfa", description="On-device learning for edge devices.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="the main job on the shipped defaults, no arguments needed")
-    p.add_argument("--out", metavar="DIR", help="write each rule's checkpoint here")
+    p.add_argument("--out", metavar="DIR", default="edgefdfa-demo", help="where the adapted models go (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
-    p.add_argument("--epochs", type=int, default=3, help="passes over the training data (default 3)")
+    p.add_argument("--no-plot", action="store_true", help="skip the plot (it needs matplotlib)")
     p.set_defaults(run=demo)
+
+    p = sub.add_parser("train", help="learn from a stream: a serial sensor, a replayed file, or stdin")
+    p.add_argument("model", help="an .onnx or .tflite file")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="serial:///dev/ttyUSB0?baud=115200[&format=binary], a .csv or .npz file, or - for stdin")
+    p.add_argument("--rule", default="fdfa", choices=sorted(RULE_NAMES))
+    p.add_argument("--loss", default="ce", choices=("ce", "mse"))
+    p.add_argument("--head", type=int, help="dense layers in the head (default: the trailing run)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the rule's)")
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), help="default: the rule's")
+    p.add_argument("--window", type=int, metavar="L", help="make windows of L steps (time-series models)")
+    p.add_argument("--hop", type=int, metavar="H", help="steps between windows (default: L)")
+    p.add_argument("--delay", type=int, default=0, metavar="D", help="labels arrive D samples late")
+    p.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over a replayed file")
+    p.add_argument("--rate", type=float, help="replay a file at this many samples per second")
+    p.add_argument("--reconnect", action="store_true", help="wait for a lost serial device to come back")
+    p.add_argument("--drift", default="report", choices=("report", "boost-lr", "reset-feedback"))
+    p.add_argument("--checkpoint", metavar="FILE", help="periodic and final checkpoints (default: DIR/checkpoint.npz)")
+    p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="S", help="seconds between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the checkpoint")
+    p.add_argument("--out", metavar="DIR", help="the checkpoint and the adapted model, in the input's format")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--plot", metavar="FILE.png", help="draw accuracy and loss over the stream")
+    p.set_defaults(run=train)
 
     p = sub.add_parser("info", help="what a model file holds and how it splits into backbone and head")
     p.add_argument("model", help="an .onnx or .tflite file")

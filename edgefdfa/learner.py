@@ -192,12 +192,13 @@ class Learner:
         try:
             config = LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
             learner = cls(config)
-            learner._restore(arrays, meta)
+            learner.load_state(arrays, meta)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {source!r} does not hold a consistent learner: {exc}") from None
         return learner
 
-    def _restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Put back what `state()` returned (shapes checked; ValueError on a mismatch)."""
         def section(prefix: str) -> dict[str, np.ndarray]:
             return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 

@@ -1,8 +1,10 @@
-"""A model file split into a frozen backbone, run in the file's own interpreter, and a trainable
-dense head, run and trained by the engine:
+"""A model file split into a frozen backbone and a trainable dense head, trained by the engine. The
+whole file runs in its own interpreter, its head's weights fed from the engine's live parameters, so
+one call per sample gives the output with the current head and the features the head learns from:
 
     model = edgefdfa.load("imu.onnx")           # or .tflite; head=N takes the trailing N dense layers
     model.predict_one(window); model.learn_one(window, label)
+    out, features = model.observe(window)       # the same, for a loop that learns through model.learner
     model.save("imu-adapted.npz")               # the checkpoint carries the source file: self-contained
 
 Formats and backends are plugins chosen by the file's suffix (formats/<name>.py, backends/<name>.py).
@@ -10,7 +12,9 @@ Formats and backends are plugins chosen by the file's suffix (formats/<name>.py,
 
 from __future__ import annotations
 
+import functools
 import importlib
+import math
 import os
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +28,7 @@ from .formats.base import Dense, Split
 from .learner import Learner, LearnerConfig
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+_F32 = np.dtype(np.float32)
 
 
 def format_module(suffix: str) -> ModuleType:
@@ -70,64 +75,103 @@ def load_checkpoint(path: str | os.PathLike) -> "Learner | EdgeModel":
 
 
 class EdgeModel:
-    """Backbone (interpreter) -> head (engine). Samples are one model input without the batch dim."""
+    """The whole file in its interpreter, its head's weights fed from the engine's live parameters, and
+    the head trained by the engine. Samples are one model input without the batch dim."""
 
     def __init__(self, source: bytes, suffix: str, name: str, split: Split, learner: Learner, threads: int):
         self.source, self.suffix, self.name, self.split = source, suffix, name, split
         self.learner, self.threads = learner, threads
-        self.backbone = (backend_module(suffix).Session(split.backbone, threads, f"{name} (backbone)")
-                         if split.backbone is not None else None)
+        model = format_module(suffix).inference_model(source, len(split.head), name)
+        self.session = backend_module(suffix).InferenceSession(model, threads, name)
         shape = split.input.shape
         self.sample_shape = shape[1:] if len(shape) > 1 else shape  # the batch dimension is dropped
+        self._batched = len(shape) > 1
+        self._fed: tuple[Learner | None, int] = (None, -1)  # (learner, n_updates) whose weights the session holds
+        self._zeros = np.zeros(0, np.float32)  # sized like a sample, for the finiteness check
 
     @property
     def n_features(self) -> int:
         return self.learner.n_inputs
 
+    @functools.cached_property
+    def backbone(self):
+        """The backbone alone in the interpreter (a backend Session), None when the head starts at the
+        input; built on first use: observe runs the whole file instead."""
+        if self.split.backbone is None:
+            return None
+        return backend_module(self.suffix).Session(self.split.backbone, self.threads, f"{self.name} (backbone)")
+
+    def observe(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(what the file outputs for x with the head as it is now, the head's input (n_features,)), as
+        new float32 arrays, from one interpreter call: the output is probabilities if the file ends in
+        Softmax. `model.learner.learn_one(features, y)` then learns from what the head saw.
+
+        The interpreter is given the head's weights again whenever the learner has taken a step
+        (learner.n_updates changed) or was replaced; weights written into learner.net by hand are seen
+        by onnxruntime at once (it reads them in place) and by TFLite after the next step.
+        """
+        x = self._sample(x)
+        learner = self.learner
+        if self._fed[0] is not learner or self._fed[1] != learner.n_updates:
+            net = learner.net
+            self.session.set_weights([a for W, b in zip(net.W, net.b) for a in (W, b)])
+            self._fed = (learner, learner.n_updates)
+        out, *features = self.session.run(x[None] if self._batched else x)
+        return out.reshape(-1), features[0].reshape(-1) if features else x.reshape(-1).copy()
+
     def features(self, x: Any) -> np.ndarray:
         """The head's input for one sample: the backbone's output, flattened to (n_features,)."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise BadSampleError(f"input has dtype {x.dtype}; {self.name} takes numbers")
-        if len(x.shape) != len(self.sample_shape) or any(d is not None and d != n for d, n in zip(self.sample_shape, x.shape)):
-            expected = tuple("?" if d is None else d for d in self.sample_shape)
-            raise BadSampleError(f"input has shape {x.shape}; {self.name} takes one sample of shape {expected}")
-        if not np.isfinite(x).all():
-            raise BadSampleError(f"input holds NaN or Inf at {np.argwhere(~np.isfinite(x))[0].tolist()}")
-        if self.backbone is None:
-            out = x.astype(np.float32).ravel()
-        else:
-            out = self.backbone.run(x[None].astype(np.float32)).ravel()
-        if out.size != self.n_features:
-            raise BadModelError(f"{self.name}: the backbone gave {out.size} values, the head takes {self.n_features}")
-        return out
+        return self.observe(x)[1]
 
     def learn_one(self, x: Any, y: Any) -> float:
-        return self.learner.learn_one(self.features(x), y)
+        return self.learner.learn_one(self.observe(x)[1], y)
 
     def predict_one(self, x: Any) -> int | np.ndarray:
-        return self.learner.predict_one(self.features(x))
+        out = self.observe(x)[0]
+        return int(np.argmax(out)) if self.learner.loss.classification else out
 
     def predict_proba_one(self, x: Any) -> np.ndarray:
-        return self.learner.predict_proba_one(self.features(x))
+        """Class probabilities (ce: the file's Softmax, or a softmax of its output) or the prediction (mse)."""
+        out = self.observe(x)[0]
+        if self.learner.loss.classification and not self.split.softmax:
+            self.learner.loss.output(out[None], out[None])
+        return out
 
     def output_one(self, x: Any) -> np.ndarray:
         """What the (exported) file outputs for x: probabilities if it ends in Softmax, else raw values."""
-        if self.split.softmax or not self.learner.loss.classification:
-            return self.predict_proba_one(x)
-        bt = self.learner._one
-        bt.x[0] = self.features(x)
-        self.learner.net.forward(bt, derivatives=False)
-        return bt.y[0].copy()
+        return self.observe(x)[0]
+
+    def _sample(self, x: Any) -> np.ndarray:
+        """x checked (numbers, one sample's shape, finite) as float32: x itself when it is already."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise BadSampleError(f"input has dtype {x.dtype}; {self.name} takes numbers")
+        if x.shape != self.sample_shape and (len(x.shape) != len(self.sample_shape) or any(
+                d is not None and d != n for d, n in zip(self.sample_shape, x.shape))):
+            expected = tuple("?" if d is None else d for d in self.sample_shape)
+            raise BadSampleError(f"input has shape {x.shape}; {self.name} takes one sample of shape {expected}")
+        if x.dtype != _F32:
+            with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
+                x = x.astype(np.float32)
+        if self._zeros.size != x.size:
+            self._zeros = np.zeros(x.size, np.float32)
+        # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0
+        if not math.isfinite(np.vdot(x, self._zeros)):
+            raise BadSampleError(f"input holds NaN or Inf at {np.argwhere(~np.isfinite(x))[0].tolist()}")
+        return x
 
     def head(self) -> list[Dense]:
         """The head's current layers (copies), in the file's order."""
         return [Dense(W.copy(), b.copy(), layer.activation, layer.where)
                 for W, b, layer in zip(self.learner.net.W, self.learner.net.b, self.split.head)]
 
-    def save(self, path: str | os.PathLike) -> None:
-        """The learner's checkpoint plus the source file, atomically: export needs nothing else."""
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The learner's state plus the source file: a checkpoint of it needs nothing else."""
         arrays, meta = self.learner.state()
         arrays["model.source"] = np.frombuffer(self.source, dtype=np.uint8)
         meta["model"] = {"name": self.name, "format": self.suffix, "head": len(self.split.head), "threads": self.threads}
-        checkpoint.save(path, arrays, meta)
+        return arrays, meta
+
+    def save(self, path: str | os.PathLike) -> None:
+        """An atomic checkpoint of `state()`; load_checkpoint(path) gives the model back."""
+        checkpoint.save(path, *self.state())

@@ -11,17 +11,26 @@ class Optimizer:
     """Updates `params` in place from `grad` (both flat float32); `grad` may be used as scratch.
 
     `grad_scale` is the factor the rule folds into the gradient while it is still a K-sized error
-    (every rule's gradient is linear in e): SGD asks for lr there and so skips a pass over P.
+    (every rule's gradient is linear in e): SGD (`folds_lr`) asks for lr there and so skips a
+    pass over P.
     """
 
     name = ""
-    grad_scale = 1.0
+    folds_lr = False
+
+    @property
+    def grad_scale(self) -> float:
+        return self.lr if self.folds_lr else 1.0
 
     def __init__(self, size: int, lr: float):
         self.lr = float(lr)
 
     def step(self, params: np.ndarray, grad: np.ndarray) -> None:
         raise NotImplementedError
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate from the next step on (a drift reaction raises it for a while)."""
+        self.lr = float(lr)
 
     def state(self) -> dict[str, np.ndarray]:
         return {}
@@ -32,10 +41,7 @@ class Optimizer:
 
 class SGD(Optimizer):
     name = "sgd"
-
-    def __init__(self, size, lr):
-        super().__init__(size, lr)
-        self.grad_scale = self.lr
+    folds_lr = True
 
     def step(self, params, grad):
         params -= grad  # grad already holds lr * g

@@ -21,16 +21,8 @@ class Session:
     """One model loaded in onnxruntime: its single input, its first output, and run(x)."""
 
     def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads must be a positive int, got {threads!r} (onnxruntime reads 0 as 'every core')")
         self.name = name
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # Pi-class devices have few, slow cores: never "all of them"
-        options.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own pybind classes, with no public base but Exception
-            raise BadModelError(f"{name}: onnxruntime cannot load it: {exc}") from None
+        self._session = _load(model, threads, name)
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise BadModelError(f"{name}: the model has {len(inputs)} inputs; edgefdfa needs exactly one")
@@ -49,6 +41,63 @@ class Session:
         except Exception as exc:  # a shape the model rejects inside (e.g. a Reshape on a dynamic batch)
             raise BadModelError(f"{self.name}: onnxruntime failed on input of shape {x.shape}: {exc}") from None
         return np.array(y, dtype=np.float32)
+
+
+class InferenceSession:
+    """A format's inference_model in onnxruntime, run through an IOBinding: the head's weights are bound
+    once and read in place at every run (learning that writes them in place needs no new set_weights);
+    the input is copied into a bound buffer; onnxruntime allocates the outputs."""
+
+    def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
+        self.name = name
+        self._session = _load(model, threads, name)
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        self.input = _info(inputs[0], name)
+        self.outputs = [_info(o, name) for o in outputs]
+        self._weight_names, self._weights = [i.name for i in inputs[1:]], []
+        self._binding = self._session.io_binding()
+        self._x = self._bind_input(tuple(1 if d is None else d for d in self.input.shape))  # one sample
+        for output in outputs:
+            self._binding.bind_output(output.name, "cpu")
+
+    def set_weights(self, arrays: list[np.ndarray]) -> None:
+        """Bind [W0, b0, W1, b1...] (C-contiguous float32, kept alive here), read in place from now on."""
+        if len(arrays) == len(self._weights) and all(a is b for a, b in zip(arrays, self._weights)):
+            return  # bound already
+        if len(arrays) != len(self._weight_names):
+            raise BadModelError(f"{self.name}: the model takes {len(self._weight_names)} weight inputs, given {len(arrays)}")
+        for name, a in zip(self._weight_names, arrays):
+            assert a.dtype == np.float32 and a.flags.c_contiguous, name  # else onnxruntime would bind a copy
+            self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a))
+        self._weights = list(arrays)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for x (shape checked by the caller, batch dimension included), as new arrays."""
+        if x.shape != self._x.shape:  # a dynamic dimension: a buffer of the new shape
+            self._x = self._bind_input(x.shape)
+        np.copyto(self._x, x, casting="unsafe")
+        try:
+            self._session.run_with_iobinding(self._binding)
+        except Exception as exc:  # a shape the model rejects inside (e.g. a Reshape)
+            raise BadModelError(f"{self.name}: onnxruntime failed on input of shape {x.shape}: {exc}") from None
+        return self._binding.copy_outputs_to_cpu()
+
+    def _bind_input(self, shape: tuple[int, ...]) -> np.ndarray:
+        buffer = np.zeros(shape, self.input.dtype)
+        self._binding.bind_ortvalue_input(self.input.name, ort.OrtValue.ortvalue_from_numpy(buffer))
+        return buffer
+
+
+def _load(model: bytes, threads: int, name: str) -> ort.InferenceSession:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive int, got {threads!r} (onnxruntime reads 0 as 'every core')")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # Pi-class devices have few, slow cores: never "all of them"
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind classes, with no public base but Exception
+        raise BadModelError(f"{name}: onnxruntime cannot load it: {exc}") from None
 
 
 def _info(arg: ort.NodeArg, name: str) -> TensorInfo:

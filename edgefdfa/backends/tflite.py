@@ -58,15 +58,8 @@ class Session:
     where the model's batch dimension is dynamic)."""
 
     def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
-        if _Interpreter is None:
-            raise BadModelError(f"cannot run {name}: {_MISSING}")
         self.name = name
-        tflite_format.check(model, name)  # old interpreters crash on corrupt bytes instead of refusing them
-        try:
-            self._interpreter = _Interpreter(model_content=bytes(model), num_threads=threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise BadModelError(f"{name}: the TFLite interpreter ({NAME}) refused it: {e}") from e
+        self._interpreter = _load(model, threads, name)
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or not outputs:
             raise BadModelError(
@@ -92,6 +85,66 @@ class Session:
             return _dequantize(self._interpreter.get_tensor(self._out["index"]), self._out)
         except (ValueError, RuntimeError) as e:
             raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
+
+
+class InferenceSession:
+    """A format's inference_model in the interpreter: the sample and the head's weights in, every
+    output out, in one invoke. set_weights copies the weights into the interpreter, so call it again
+    after they change."""
+
+    def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
+        self.name = name
+        self._interpreter = _load(model, threads, name)
+        inputs, self._out = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        self._in, self._weights = inputs[0], [d["index"] for d in inputs[1:]]
+        self.input, self.outputs = _info(self._in), [_info(d) for d in self._out]
+        self._index, self._outputs = self._in["index"], [d["index"] for d in self._out]  # the fast path's
+        self._shape = tuple(int(d) for d in self._in["shape"])  # as allocated now
+        self._dtype = np.dtype(self._in["dtype"])
+        self._quantized = _scale(self._in) is not None, any(_scale(d) is not None for d in self._out)
+        self._arrays: list[np.ndarray] = []
+
+    def set_weights(self, arrays: list[np.ndarray]) -> None:
+        """Copy [W0, b0, W1, b1...] (float32, W (n_out, n_in), b (n_out,)) into the interpreter."""
+        if len(arrays) != len(self._weights):
+            raise BadModelError(f"{self.name}: the model takes {len(self._weights)} weight inputs, given {len(arrays)}")
+        try:
+            for index, a in zip(self._weights, arrays):
+                self._interpreter.set_tensor(index, a)
+        except ValueError as e:
+            raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) refused a weight: {e}") from e
+        self._arrays = list(arrays)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for x (shape checked by the caller, batch dimension included), as new float32 arrays."""
+        interpreter = self._interpreter
+        try:
+            if x.shape != self._shape:  # a dynamic dimension: reallocating loses the weights, set them again
+                interpreter.resize_tensor_input(self._index, x.shape)
+                interpreter.allocate_tensors()
+                self._shape = x.shape
+                self.set_weights(self._arrays)
+            if self._quantized[0] or x.dtype != self._dtype:
+                x = _quantize(x, self._in)
+            interpreter.set_tensor(self._index, x)
+            interpreter.invoke()
+            outputs = [interpreter.get_tensor(i) for i in self._outputs]  # copies
+        except (ValueError, RuntimeError) as e:
+            raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
+        return [_dequantize(y, d) for y, d in zip(outputs, self._out)] if self._quantized[1] else outputs
+
+
+def _load(model: bytes, threads: int, name: str):
+    """The model in the chosen interpreter, tensors allocated."""
+    if _Interpreter is None:
+        raise BadModelError(f"cannot run {name}: {_MISSING}")
+    tflite_format.check(model, name)  # old interpreters crash on corrupt bytes instead of refusing them
+    try:
+        interpreter = _Interpreter(model_content=bytes(model), num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise BadModelError(f"{name}: the TFLite interpreter ({NAME}) refused it: {e}") from e
+    return interpreter
 
 
 def _info(details: dict) -> TensorInfo:

@@ -9,6 +9,12 @@ Every format module (onnx.py, tflite.py) provides:
     write_head(data: bytes, head: list[tuple[W, b]], name: str) -> bytes
         the original file with the head's weights replaced (W (n_out, n_in), b (n_out,) float32),
         everything else byte-for-byte the same model; the result loads in the format's interpreter.
+    inference_model(data: bytes, head: int, name: str) -> bytes
+        the whole file with its trailing `head` dense layers' weights turned into inputs and the
+        head's input added as an output: inputs [model input, W0, b0, W1, b1...] in the engine's
+        convention (each layer computes f(x W^T + b)), outputs [model output, head input (unless it
+        is the model input)]. One call then gives the output with the engine's live head and the
+        features it learns from.
 
 `name` is the file's name, used only in error messages. Every failure is a BadModelError naming
 the file, and for an operator its name/index and type.

@@ -94,6 +94,43 @@ def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str
     return model.SerializeToString()
 
 
+def inference_model(data: bytes, head: int, name: str) -> bytes:
+    """The file with the trailing `head` dense layers' weights turned into graph inputs and the head's
+    input added as a second output: one run gives the output with the engine's current head and the
+    features that head learns from.
+
+    Every head layer becomes Gemm(x, "edgefdfa.W<l>", "edgefdfa.b<l>", transB=1): f(x W^T + b) in the
+    engine's convention (W (n_out, n_in), b (n_out,)), whatever Gemm attributes or MatMul(+Add) the
+    file used; the layers' stored weights are dropped. Inputs: the model input, then W0, b0, W1, b1...
+    Outputs: the model output, then the head's input unless it is the model input.
+    """
+    model = _load(data, name)
+    g = _Graph(model)
+    layers, _ = _head(g, head, name)
+    model_input, _ = _single_input_output(g, name)
+    graph, weights = model.graph, []
+    broadcast = {"broadcast": 1} if _opset(model) < 7 else {}  # before opset 7, Gemm broadcasts C on request
+    for l, layer in enumerate(layers):
+        W, b = g.new_name(f"edgefdfa.W{l}"), g.new_name(f"edgefdfa.b{l}")
+        weights += [helper.make_tensor_value_info(W, TensorProto.FLOAT, layer.dense.W.shape),
+                    helper.make_tensor_value_info(b, TensorProto.FLOAT, layer.dense.b.shape)]
+        node = g.nodes[layer.node]
+        output = node.output[0] if layer.add is None else g.nodes[layer.add].output[0]
+        node.CopyFrom(helper.make_node("Gemm", [layer.input, W, b], [output], name=node.name, transB=1, **broadcast))
+    for add in sorted((layer.add for layer in layers if layer.add is not None), reverse=True):
+        del graph.node[add]  # the Gemm adds the bias now
+    graph.input.extend(weights)
+    start = layers[0].input
+    if start != model_input.name:
+        graph.output.append(g.infos.get(start) or helper.make_tensor_value_info(start, TensorProto.FLOAT, None))
+    _prune(graph)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise BadModelError(f"{name}: the model with the head's weights as inputs fails onnx's checker: {exc}") from None
+    return model.SerializeToString()
+
+
 def dense_model(layers: list[tuple[np.ndarray, np.ndarray | None, str]], softmax: bool = True, use_gemm: bool = True,
                 gemm_attrs: dict | None = None, input_name: str = "input") -> bytes:
     """An MLP as an ONNX file (IR 9, opset 17) with a dynamic batch: each (W (n_out, n_in), b (n_out,)
@@ -253,6 +290,7 @@ class _Layer:
     weight: str  # the tensor holding B
     bias: str | None  # the tensor holding C or the Add's bias; None: the file has no bias
     bias_shape: tuple[int, ...] | None
+    add: int | None = None  # the Add after a MatMul, if the bias is added by one
 
 
 def _head(g: _Graph, n: int | None, name: str) -> tuple[list[_Layer], bool]:
@@ -340,7 +378,8 @@ def _matmul(g: _Graph, i: int, add: int | None, activation: str) -> _Layer:
     bias = None if add is None else next(t for t in g.nodes[add].input if t != node.output[0])
     b, shape = _bias(g, i if add is None else add, bias, B.shape[1])
     where = g.where(i, None if add is None else "MatMul+Add")
-    return _Layer(Dense(np.ascontiguousarray(B.T), b, activation, where), node.input[0], i, node.input[1], bias, shape)
+    return _Layer(Dense(np.ascontiguousarray(B.T), b, activation, where), node.input[0], i, node.input[1], bias, shape,
+                  add)
 
 
 def _matrix(g: _Graph, i: int, tensor: str) -> np.ndarray:
@@ -424,6 +463,20 @@ def _backbone(g: _Graph, tensor: str) -> bytes:
     del graph.output[:]
     graph.output.append(g.infos.get(tensor) or helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
     return model.SerializeToString()
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Delete, in place, the nodes and initializers nothing reads any more (a head's old weights)."""
+    while True:
+        used = {t for node in graph.node for t in _reads(node)} | {v.name for v in graph.output}
+        dead = [k for k, node in enumerate(graph.node) if not any(t in used for t in node.output)]
+        if not dead:
+            break
+        for k in reversed(dead):
+            del graph.node[k]
+    unused = {t.name for t in graph.initializer if t.name not in used}
+    _remove(graph.initializer, lambda t: t.name in unused)
+    _remove(graph.input, lambda v: v.name in unused)  # IR < 4 also lists initializers as inputs
 
 
 def _remove(field, unwanted: Callable) -> None:

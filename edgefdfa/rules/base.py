@@ -41,6 +41,10 @@ class Rule:
         """Arrays a checkpoint must hold for this rule to continue exactly."""
         return {}
 
+    def reset_feedback(self) -> bool:
+        """Forget learned feedback (a drift reaction); False when the rule learns none."""
+        return False
+
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for key, value in self.state().items():
             value[...] = state[key]

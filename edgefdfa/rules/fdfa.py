@@ -41,5 +41,9 @@ class FDFA(Rule):
             B += J
         return loss
 
+    def reset_feedback(self):
+        self.flat.fill(0.0)  # B_l = 0 again: re-estimated from the new regime's Jacobians
+        return True
+
     def state(self):
         return {"B": self.flat}

@@ -54,3 +54,12 @@ class DelayedLabels:
         due = self._next  # the oldest slot: pushed `delay` pushes before `slot` (itself when delay=0)
         label = self._y[due]
         return None if label is None else (self._x[due], label)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able values) a checkpoint needs: the samples still waiting for their labels."""
+        return {"x": self._x}, {"y": list(self._y), "next": self._next, "filling": self._filling}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self._x[...] = arrays["x"]
+        self._y = list(meta["y"])
+        self._next, self._filling = int(meta["next"]), int(meta["filling"])

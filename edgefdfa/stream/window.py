@@ -51,6 +51,14 @@ class Window:
         self._out[k:] = self._ring[:self._next]
         return self._out, y
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able values) a checkpoint needs to continue the windows exactly."""
+        return {"ring": self._ring}, {"next": self._next, "steps": self._steps}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self._ring[...] = arrays["ring"]
+        self._next, self._steps = int(meta["next"]), int(meta["steps"])
+
 
 class RunningNorm:
     """Per-channel running mean and (population) variance, and standardisation by them.

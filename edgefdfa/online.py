@@ -1,0 +1,229 @@
+"""The online loop: a stream of samples through a model, test-then-train (prequential).
+
+For each sample (or window of samples): predict, score the prediction against the label, then
+learn from the sample whose label is due (`delay` samples later). Around that: drift detection on
+the loss with an optional reaction, a divergence guard that rolls back to the last good state when
+the loss turns non-finite, and periodic atomic checkpoints that hold everything needed to resume
+exactly: the model, the stream position, the window and the samples still waiting for labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from . import checkpoint
+from .drift import PageHinkley
+from .errors import BadSampleError, ConfigError
+from .learner import Learner
+from .metrics import Prequential
+from .model import EdgeModel
+from .stream import DelayedLabels, Sample, Window
+
+REACTIONS = ("report", "boost-lr", "reset-feedback")
+
+
+@dataclass
+class RunConfig:
+    learn: bool = True  # False: predict and score only (the frozen baseline)
+    delay: int = 0  # labels are learned from this many samples after arrival
+    rolling: int = 200  # rolling metrics over the last N scored samples
+    checkpoint: str | None = None  # periodic atomic checkpoints go here, and a final one
+    checkpoint_every: float = 30.0  # seconds between periodic checkpoints
+    guard_every: int = 100  # learned samples between snapshots of the last good state
+    drift: str = "report"  # report | boost-lr | reset-feedback: what a detected drift does
+    drift_clip: float = 3.0  # the detector sees min(loss, clip): one confident miss counts as one miss
+    boost: float = 3.0  # boost-lr: multiply the learning rate by this ...
+    boost_samples: int = 300  # ... for this many learned samples
+    history_every: int = 5  # one point of the accuracy/loss history every N scored samples
+
+
+class LastGood:
+    """A preallocated copy of the learner's state, refreshed only while its weights are finite."""
+
+    def __init__(self, learner: Learner):
+        arrays, meta = learner.state()
+        self.arrays = {k: v.copy() for k, v in arrays.items()}
+        self.meta = json.loads(json.dumps(meta))
+
+    def take(self, learner: Learner) -> bool:
+        if not np.isfinite(learner.net.params).all():
+            return False
+        arrays, meta = learner.state()
+        for k, v in arrays.items():
+            np.copyto(self.arrays[k], v)
+        self.meta = json.loads(json.dumps(meta))
+        return True
+
+    def restore(self, learner: Learner) -> None:
+        learner.load_state(self.arrays, self.meta)
+
+
+class OnlineRun:
+    """One model over one stream. `run(samples)` may be called again (another pass, a resumed run)."""
+
+    def __init__(self, model: EdgeModel | Learner, config: RunConfig = RunConfig(), window: Window | None = None,
+                 progress: Callable[[dict], None] | None = None):
+        if config.drift not in REACTIONS:
+            raise ConfigError(f"unknown drift reaction {config.drift!r}; choose one of {', '.join(REACTIONS)}")
+        self.model, self.config, self.window, self.progress = model, config, window, progress
+        self.learner = model.learner if isinstance(model, EdgeModel) else model
+        self.classification = self.learner.loss.classification
+        self.sample_shape = model.sample_shape if isinstance(model, EdgeModel) else (self.learner.n_inputs,)
+        self.metrics = Prequential(self.classification, config.rolling)
+        self.delayed = DelayedLabels(config.delay, self.learner.n_inputs)
+        self.drift = PageHinkley()
+        self.guard = LastGood(self.learner)
+        self.consumed = 0  # source samples taken from the stream, across passes (the resume position)
+        self.events: list[dict] = []  # drift points and rollbacks
+        self.history: list[tuple[int, float, float]] = []  # (scored samples, rolling score, rolling loss)
+        self._boost_left = 0
+        self._base_lr = self.learner.optimizer.lr
+        self._stop = False
+        self._last_checkpoint = time.monotonic()
+
+    # the loop
+
+    def run(self, samples: Iterable[Sample], skip: int = 0) -> int:
+        """Consume `samples`, passing over the first `skip` (a resumed replay of a file); returns
+        how many are still to pass over (when a pass was shorter than `skip`)."""
+        for sample in samples:
+            if self._stop:
+                break
+            if skip:
+                skip -= 1
+                continue
+            self.consumed += 1
+            self.step(sample)
+            if self.config.checkpoint and time.monotonic() - self._last_checkpoint > self.config.checkpoint_every:
+                self.save(self.config.checkpoint)
+        return skip
+
+    def stop(self) -> None:
+        """End the run after the current sample (safe from a signal handler)."""
+        self._stop = True
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def step(self, sample: Sample) -> None:
+        if sample.y is not None and not self._label_ok(sample.y):  # e.g. a class the model does not have
+            self.metrics.skipped += 1
+            return
+        if self.window is not None:
+            ready = self.window.push(sample.x, sample.y)
+            if ready is None:
+                return
+            x, y = ready
+        else:
+            x, y = sample.x.reshape(self.sample_shape), sample.y
+        try:
+            out, features = self._observe(x)
+        except BadSampleError:
+            self.metrics.skipped += 1
+            return
+        if y is not None:  # test: score the prediction made before any learning on this sample
+            self.metrics.score(int(np.argmax(out)) if self.classification else out, y)
+            loss = self._prediction_loss(out, y)
+            self.metrics.loss(loss)
+            if self.drift.update(min(loss, self.config.drift_clip)):
+                self._react()
+            if self.metrics.n % self.config.history_every == 0:
+                self._record()
+        if self.config.learn:
+            due = self.delayed.push(features, y)
+            if due is not None:
+                self._learn(*due)
+
+    def _observe(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities or prediction, head features) for one sample."""
+        if not isinstance(self.model, EdgeModel):
+            return self.learner.predict_proba_one(x), x
+        out, features = self.model.observe(x)
+        if self.classification and not self.model.split.softmax:  # the file outputs logits
+            out = np.exp(out - out.max())
+            out /= out.sum()
+        return out, features
+
+    def _prediction_loss(self, out: np.ndarray, y: Any) -> float:
+        """The loss of the prediction before learning: cross-entropy, or MSE for regression."""
+        if self.classification:
+            return -math.log(max(float(out[int(y)]), 1e-12))
+        return float(np.mean((out - np.asarray(y, dtype=np.float64)) ** 2))
+
+    def _learn(self, features: np.ndarray, y: Any) -> None:
+        loss = self.learner.learn_one(features, y)
+        if not math.isfinite(loss):  # the weights went bad on an earlier update: roll back
+            self.guard.restore(self.learner)
+            self._event("rollback", f"loss {loss} at sample {self.consumed}: restored the last good state")
+            return
+        if self._boost_left:
+            self._boost_left -= 1
+            if not self._boost_left:
+                self.learner.optimizer.set_lr(self._base_lr)
+        if self.learner.n_seen % self.config.guard_every == 0:
+            self.guard.take(self.learner)
+
+    def _react(self) -> None:
+        detail = "reported"
+        if self.config.drift == "boost-lr":
+            self.learner.optimizer.set_lr(self._base_lr * self.config.boost)
+            self._boost_left = self.config.boost_samples
+            detail = f"learning rate x{self.config.boost} for {self.config.boost_samples} samples"
+        elif self.config.drift == "reset-feedback":
+            detail = "feedback matrices reset" if self.learner.rule.reset_feedback() else "no feedback to reset"
+        self._event("drift", detail)
+
+    def _label_ok(self, y: Any) -> bool:
+        if not self.classification:
+            return True
+        return isinstance(y, (int, np.integer)) and 0 <= y < self.learner.n_outputs
+
+    def _event(self, kind: str, detail: str) -> None:
+        self.events.append({"kind": kind, "sample": self.consumed, "scored": self.metrics.n, "detail": detail})
+
+    def _record(self) -> None:
+        snap = self.metrics.snapshot()
+        name = "rolling_accuracy" if self.classification else "rolling_mae"
+        self.history.append((self.metrics.n, snap[name], snap["rolling_loss"] if snap["rolling_loss"] is not None else math.nan))
+        if self.progress is not None:
+            self.progress(snap)
+
+    # checkpoints
+
+    def save(self, path: str) -> None:
+        """Model, learner, stream position, window and pending labels, atomically."""
+        arrays, meta = self.model.state()
+        run_meta: dict[str, Any] = {"consumed": self.consumed, "events": self.events, "base_lr": self._base_lr,
+                                    "boost_left": self._boost_left}
+        delay_arrays, run_meta["delay"] = self.delayed.state()
+        arrays.update({f"run.delay.{k}": v for k, v in delay_arrays.items()})
+        if self.window is not None:
+            window_arrays, run_meta["window"] = self.window.state()
+            arrays.update({f"run.window.{k}": v for k, v in window_arrays.items()})
+        meta["run"] = run_meta
+        checkpoint.save(path, arrays, meta)
+        self._last_checkpoint = time.monotonic()
+
+    def resume(self, path: str) -> None:
+        """Put back the stream state `save` wrote (the model itself comes from load_checkpoint)."""
+        arrays, meta = checkpoint.load(path)
+        run = meta.get("run")
+        if run is None:
+            raise ConfigError(f"{path} is a model checkpoint without a run to resume")
+        self.consumed, self.events = run["consumed"], run["events"]
+        self._base_lr, self._boost_left = run["base_lr"], run["boost_left"]
+        self.delayed.load_state({"x": arrays["run.delay.x"]}, run["delay"])
+        if self.window is not None and "window" in run:
+            self.window.load_state({"ring": arrays["run.window.ring"]}, run["window"])
+        self.guard.take(self.learner)
+
+    def summary(self) -> dict:
+        return {**self.metrics.snapshot(), "consumed": self.consumed, "learned": self.learner.n_seen,
+                "events": self.events}

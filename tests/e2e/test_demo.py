@@ -1,0 +1,33 @@
+"""The main job, as the README's first command runs it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import edgefdfa
+
+
+def test_demo_adapted_model_beats_frozen_after_the_shift(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgefdfa", "demo", "--out", str(tmp_path), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    frozen, fdfa, bp = (summary["models"][k] for k in ("frozen", "fdfa", "bp"))
+    assert fdfa["after_shift"] > frozen["after_shift"] + 0.15
+    assert bp["after_shift"] > frozen["after_shift"] + 0.15
+    assert abs(fdfa["before_shift"] - frozen["before_shift"]) < 0.1  # no harm while nothing changed
+    assert any(s >= 397 for s in frozen["drift_points"])  # the frozen model's loss shows the shift
+    for key in ("onnx", "tflite", "c", "plot"):
+        assert (tmp_path / summary["files"][key].split("/")[-1]).stat().st_size > 0
+    onnx_model = edgefdfa.load(summary["files"]["onnx"])
+    tflite_model = edgefdfa.load(summary["files"]["tflite"])
+    assert np.allclose(onnx_model.learner.net.params, tflite_model.learner.net.params)
+
+
+def test_demo_table_for_people(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgefdfa", "demo", "--out", str(tmp_path), "--no-plot"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "after shift" in proc.stdout and "fdfa (on device)" in proc.stdout

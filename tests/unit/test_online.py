@@ -1,0 +1,71 @@
+"""The online loop's guards: test-then-train order, divergence rollback, drift reactions."""
+
+import numpy as np
+import pytest
+
+import edgefdfa
+from edgefdfa.online import OnlineRun, RunConfig
+from edgefdfa.stream import Sample
+
+
+def stream(n, seed=0, shift_at=None):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 8)).astype(np.float32) * 3
+    out = []
+    for k in range(n):
+        y = int(rng.integers(0, 3))
+        x = centres[y] + rng.normal(size=8).astype(np.float32) * 0.3
+        if shift_at is not None and k >= shift_at:
+            x = -x  # the sensor flips
+        out.append(Sample(x, y, float(k)))
+    return out
+
+
+def test_each_sample_is_scored_before_it_is_learned():
+    learner = edgefdfa.MLP([8, 16, 3], seed=0)
+    run = OnlineRun(learner)
+    sample = stream(1)[0]
+    expected = int(np.argmax(learner.predict_proba_one(sample.x))) == sample.y
+    run.step(sample)
+    assert run.metrics.snapshot()["accuracy"] == float(expected) and learner.n_seen == 1
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point of this test
+def test_divergence_rolls_back_to_the_last_good_state():
+    learner = edgefdfa.MLP([8, 16, 3], rule="bp", lr=1e4, seed=0)  # a learning rate that blows up
+    run = OnlineRun(learner, RunConfig(guard_every=1))
+    run.run(stream(300))
+    assert any(e["kind"] == "rollback" for e in run.events)
+    assert np.isfinite(learner.net.params).all()
+
+
+def pretrained(rule="fdfa", lr=0.01):
+    learner = edgefdfa.MLP([8, 16, 16, 3], rule=rule, lr=lr, seed=0)
+    OnlineRun(learner).run(stream(800, seed=1))  # learn the regime before the flip
+    return learner
+
+
+def test_drift_is_found_after_the_flip_and_boosts_the_learning_rate_for_a_while():
+    learner = pretrained()
+    run = OnlineRun(learner, RunConfig(drift="boost-lr", boost=4.0, boost_samples=50))
+    run.run(stream(600, seed=2, shift_at=300))
+    drifts = [e for e in run.events if e["kind"] == "drift"]
+    assert drifts and all(e["sample"] > 300 for e in drifts)  # found after the flip, not before
+    assert learner.optimizer.lr == 0.01  # the boost ended
+
+
+def test_reset_feedback_forgets_fdfa_feedback():
+    learner = pretrained()
+    assert learner.rule.flat.any()
+    run = OnlineRun(learner, RunConfig(drift="reset-feedback"))
+    run._react()
+    assert not learner.rule.flat.any() and "reset" in run.events[-1]["detail"]
+
+
+def test_adapting_beats_frozen_after_a_shift():
+    scores = {}
+    for learn in (False, True):
+        run = OnlineRun(pretrained(), RunConfig(learn=learn))
+        run.run(stream(1000, seed=2, shift_at=200))
+        scores[learn] = run.metrics.rolling_score.mean  # the last 200 samples, all after the flip
+    assert scores[True] > scores[False] + 0.3, scores

@@ -1,0 +1,154 @@
+"""Benchmark per-sample inference of the shipped models through the runtime against the bare
+interpreter running the whole original file, in the same run.
+
+For every file in models/manifest.json it times, on real held-out inputs, one sample at a time:
+
+  bare      the backend Session on the original file's bytes (Session.run: the file as shipped)
+  raw       the interpreter's own calls on the original file, no checks (for information)
+  proba     EdgeModel.predict_proba_one: input checks + one call of the whole file with the
+            engine's live head (its weights are interpreter inputs) + the file's Softmax output
+  observe   EdgeModel.observe: the same call, returning (output, head features)
+  learn     observe + learner.learn_one: the online step (weights re-fed after each update)
+
+raw shows what Session.run itself costs: its shape checks and copies, and on TFLite a call to
+get_input_details() per run, several times the invoke for a model this small.
+
+bare, raw, proba and observe alternate call by call in one loop (the order rotating), so machine
+noise hits them alike; learn runs in its own loop afterwards (it changes the weights). Everything
+runs on one thread (BLAS pinned before NumPy loads, interpreters with threads=1). Overhead =
+proba / bare - 1; the target is <= 10% on imu-activity, in both formats.
+
+    PYTHONPATH=. python tools/bench_infer.py [--quick]
+
+Prints a markdown table and writes bench/results/bench_infer.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads
+    os.environ[_var] = "1"
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import edgefdfa
+from edgefdfa.model import backend_module
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from make_models import held_out  # noqa: E402  (real test inputs, as the manifest describes them)
+
+OUT = ROOT / "bench" / "results" / "bench_infer.json"
+TARGET_MODEL, TARGET = "imu-activity", 0.10
+WARMUP = 300
+COLUMNS = ("bare", "raw", "proba", "observe")
+
+
+def raw_call(data: bytes, suffix: str) -> Callable[[np.ndarray], Any]:
+    """The interpreter's own calls on the file, as bare as Python allows: no checks, no copies of ours."""
+    backend = backend_module(suffix)
+    inner = backend._load(data, 1, "raw")  # the onnxruntime session / TFLite interpreter the backend makes
+    if suffix == ".onnx":
+        name, outputs = inner.get_inputs()[0].name, [inner.get_outputs()[0].name]
+        return lambda x: inner.run(outputs, {name: x[None]})
+    i, o = inner.get_input_details()[0]["index"], inner.get_output_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        inner.set_tensor(i, x[None])
+        inner.invoke()
+        return inner.get_tensor(o)
+
+    return run
+
+
+def interleaved(calls: dict[str, Callable[[np.ndarray], Any]], X: np.ndarray, n: int) -> dict[str, list[float]]:
+    """WARMUP untimed rounds, then n rounds each calling every function once on the same sample (the
+    order rotating by round); microseconds per call."""
+    names = list(calls)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(WARMUP + n):
+        x = X[i % len(X)]
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter_ns()
+            calls[k](x)
+            if i >= WARMUP:
+                times[k].append((time.perf_counter_ns() - t0) / 1e3)
+    return times
+
+
+def learn_times(model: edgefdfa.EdgeModel, X: np.ndarray, y: np.ndarray, n: int) -> list[float]:
+    learner, times = model.learner, []
+    for i in range(WARMUP + n):
+        t0 = time.perf_counter_ns()
+        _, features = model.observe(X[i % len(X)])
+        learner.learn_one(features, y[i % len(X)])
+        if i >= WARMUP:
+            times.append((time.perf_counter_ns() - t0) / 1e3)
+    return times
+
+
+def measure(path: Path, n: int) -> dict:
+    X, y = held_out(path.stem)
+    data = path.read_bytes()
+    bare = backend_module(path.suffix).Session(data, 1, path.name)
+    model = edgefdfa.load(path, threads=1)
+    calls = {"bare": lambda x: bare.run(x[None]), "raw": raw_call(data, path.suffix),
+             "proba": model.predict_proba_one, "observe": model.observe}
+    times = interleaved(calls, X, n)
+    row: dict[str, Any] = {"file": path.name, "interpreter": backend_module(path.suffix).NAME}
+    for k in COLUMNS:
+        row[f"{k}_us"] = statistics.median(times[k])
+    row["learn_us"] = statistics.median(learn_times(model, X, y, n))
+    row["overhead"] = row["proba_us"] / row["bare_us"] - 1
+    row["overhead_observe"] = row["observe_us"] / row["bare_us"] - 1
+    row["overhead_vs_raw"] = row["proba_us"] / row["raw_us"] - 1
+    return row
+
+
+def table(rows: list[dict], n: int) -> str:
+    lines = [f"Per-sample latency, median of {n} calls after {WARMUP} warm-up, one thread, real held-out inputs. "
+             "bare = Session.run on the original file; raw = the interpreter's own set/invoke/get on it; "
+             "proba = EdgeModel.predict_proba_one; observe = EdgeModel.observe (one interpreter call each, "
+             "head weights fed from the engine); learn = observe + learner.learn_one. overhead = proba/bare - 1.",
+             "", "| file | interpreter | bare µs | raw µs | proba µs | observe µs | learn µs | overhead "
+             "| observe overhead | proba vs raw |", "|" + "---|" * 10]
+    lines += [f"| {r['file']} | {r['interpreter']} | {r['bare_us']:.1f} | {r['raw_us']:.1f} | {r['proba_us']:.1f} "
+              f"| {r['observe_us']:.1f} | {r['learn_us']:.1f} | {r['overhead']:+.1%} | {r['overhead_observe']:+.1%} "
+              f"| {r['overhead_vs_raw']:+.1%} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="time 300 calls instead of 3000")
+    n = 300 if parser.parse_args().quick else 3000
+    manifest = json.loads((ROOT / "models" / "manifest.json").read_text())
+    rows = [measure(ROOT / "models" / f, n) for entry in manifest["models"] for f in entry["files"]]
+    targets = [{"target": f"predict_proba_one overhead <= {TARGET:.0%} over bare on {r['file']}",
+                "measured": r["overhead"], "pass": r["overhead"] <= TARGET}
+               for r in rows if r["file"].startswith(TARGET_MODEL)]
+    print(table(rows, n))
+    print("\n| target | measured | result |\n|---|---|---|")
+    print("\n".join(f"| {t['target']} | {t['measured']:+.1%} | {'PASS' if t['pass'] else 'FAIL'} |" for t in targets))
+    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+               "numpy": version("numpy"), "onnxruntime": version("onnxruntime"),
+               "tflite": backend_module(".tflite").NAME, "threads": 1}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"machine": machine, "calls": n, "warmup": WARMUP, "rows": rows, "targets": targets},
+                              indent=2) + "\n")
+    print(f"\nwrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
