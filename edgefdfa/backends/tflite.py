@@ -67,6 +67,7 @@ class Session:
             )
         self._in, self._out = inputs[0], outputs[0]
         self.input, self.output = _info(self._in), _info(self._out)
+        self._shape = tuple(self._in["shape"])  # the input shape the interpreter is allocated for
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The first output for input x (shaped like the declared input), as a new float32 array."""
@@ -77,9 +78,10 @@ class Session:
                 f"{self.name}: input {self.input.name!r} has shape {_shape_text(expected)}; given {x.shape}"
             )
         try:
-            if x.shape != tuple(self._interpreter.get_input_details()[0]["shape"]):  # a dynamic dimension
+            if x.shape != self._shape:  # a dynamic dimension: resize once, not per call
                 self._interpreter.resize_tensor_input(self._in["index"], x.shape)
                 self._interpreter.allocate_tensors()
+                self._shape = x.shape
             self._interpreter.set_tensor(self._in["index"], _quantize(x, self._in))
             self._interpreter.invoke()
             return _dequantize(self._interpreter.get_tensor(self._out["index"]), self._out)
