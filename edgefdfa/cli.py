@@ -75,7 +75,7 @@ def train(args: argparse.Namespace) -> int:
     from .export import export
     from .model import load, load_checkpoint
     from .online import OnlineRun, RunConfig
-    from .stream import Window, open_source
+    from .stream import RunningNorm, Window, open_source
 
     out = Path(args.out) if args.out else None
     if out:
@@ -97,7 +97,8 @@ def train(args: argparse.Namespace) -> int:
         window = Window(args.window, args.hop or args.window, n_features)
     progress = None if args.json else Progress(f"train {Path(args.model).name}")
     config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift)
-    run = OnlineRun(model, config, window, progress=progress)
+    norm = RunningNorm(window.n_channels if window else n_features) if args.normalize else None
+    run = OnlineRun(model, config, window, progress=progress, norm=norm)
     replayable = Path(args.data).suffix.lower() in (".csv", ".npz")
     skip = 0
     if args.resume:
@@ -128,6 +129,8 @@ def train(args: argparse.Namespace) -> int:
     summary = run.summary()
     summary["source"] = _source_summary(stats)
     summary["skipped"] += summary["source"]["skipped"]
+    for reason, n in summary["source"]["skipped_by"].items():
+        summary["skipped_by"][reason] = summary["skipped_by"].get(reason, 0) + n
     summary["interrupted"] = run.stopped
     if ckpt:
         summary["checkpoint"] = ckpt
@@ -160,7 +163,7 @@ def _report(summary: dict, as_json: bool) -> None:
     name = "accuracy" if "accuracy" in summary else "mae"
     value = summary[name]
     print(f"{summary['samples']} samples scored, {summary['learned']} learned, {summary['skipped']} skipped"
-          + (f" ({', '.join(f'{k} {v}' for k, v in summary['source']['skipped_by'].items())})" if summary["source"]["skipped_by"] else ""))
+          + (f" ({', '.join(f'{k} {v}' for k, v in summary['skipped_by'].items())})" if summary["skipped_by"] else ""))
     if value is not None:
         print(f"prequential {name} {value:.3f} (last {summary['rolling_' + name]:.3f}), "
               f"mean loss {summary['loss'] or float('nan'):.4f}, {summary['samples_per_s']:.0f} samples/s")
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, metavar="L", help="make windows of L steps (time-series models)")
     p.add_argument("--hop", type=int, metavar="H", help="steps between windows (default: L)")
     p.add_argument("--delay", type=int, default=0, metavar="D", help="labels arrive D samples late")
+    p.add_argument("--normalize", action="store_true",
+                   help="standardise each channel by its running mean and variance (fixed memory)")
     p.add_argument("--epochs", type=int, default=1, metavar="E", help="passes over a replayed file")
     p.add_argument("--rate", type=float, help="replay a file at this many samples per second")
     p.add_argument("--reconnect", action="store_true", help="wait for a lost serial device to come back")

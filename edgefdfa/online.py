@@ -23,7 +23,7 @@ from .errors import BadSampleError, ConfigError
 from .learner import Learner
 from .metrics import Prequential
 from .model import EdgeModel
-from .stream import DelayedLabels, Sample, Window
+from .stream import DelayedLabels, RunningNorm, Sample, Window
 
 REACTIONS = ("report", "boost-lr", "reset-feedback")
 
@@ -68,12 +68,14 @@ class OnlineRun:
     """One model over one stream. `run(samples)` may be called again (another pass, a resumed run)."""
 
     def __init__(self, model: EdgeModel | Learner, config: RunConfig = RunConfig(), window: Window | None = None,
-                 progress: Callable[[dict], None] | None = None):
+                 progress: Callable[[dict], None] | None = None, norm: RunningNorm | None = None):
         if config.drift not in REACTIONS:
             raise ConfigError(f"unknown drift reaction {config.drift!r}; choose one of {', '.join(REACTIONS)}")
-        self.model, self.config, self.window, self.progress = model, config, window, progress
+        self.model, self.config, self.window, self.progress, self.norm = model, config, window, progress, norm
+        self._step = np.zeros(len(norm.mean), np.float32) if norm is not None else None  # the normalised step
         self.learner = model.learner if isinstance(model, EdgeModel) else model
         self.classification = self.learner.loss.classification
+        self.n_classes = self.learner.n_outputs
         self.sample_shape = model.sample_shape if isinstance(model, EdgeModel) else (self.learner.n_inputs,)
         self.metrics = Prequential(self.classification, config.rolling)
         self.delayed = DelayedLabels(config.delay, self.learner.n_inputs)
@@ -81,6 +83,7 @@ class OnlineRun:
         self.guard = LastGood(self.learner)
         self.consumed = 0  # source samples taken from the stream, across passes (the resume position)
         self.events: list[dict] = []  # drift points and rollbacks
+        self.skipped_by: dict[str, int] = {}  # samples the loop refused, by reason (the source counts its own)
         self.history: list[tuple[int, float, float]] = []  # (scored samples, rolling score, rolling loss)
         self._boost_left = 0
         self._base_lr = self.learner.optimizer.lr
@@ -114,22 +117,26 @@ class OnlineRun:
 
     def step(self, sample: Sample) -> None:
         if sample.y is not None and not self._label_ok(sample.y):  # e.g. a class the model does not have
-            self.metrics.skipped += 1
+            self._skip("label outside the classes")
             return
+        x = sample.x
+        if self.norm is not None:  # running per-channel standardisation, statistics first
+            self.norm.update(x)
+            x = self.norm.normalize(x, out=self._step)
         if self.window is not None:
-            ready = self.window.push(sample.x, sample.y)
+            ready = self.window.push(x, sample.y)
             if ready is None:
                 return
             x, y = ready
         else:
-            x, y = sample.x.reshape(self.sample_shape), sample.y
+            x, y = x.reshape(self.sample_shape), sample.y
         try:
             out, features = self._observe(x)
         except BadSampleError:
-            self.metrics.skipped += 1
+            self._skip("bad input")
             return
         if y is not None:  # test: score the prediction made before any learning on this sample
-            self.metrics.score(int(np.argmax(out)) if self.classification else out, y)
+            self.metrics.score(int(out.argmax()) if self.classification else out, y)
             loss = self._prediction_loss(out, y)
             self.metrics.loss(loss)
             if self.drift.update(min(loss, self.config.drift_clip)):
@@ -183,7 +190,11 @@ class OnlineRun:
     def _label_ok(self, y: Any) -> bool:
         if not self.classification:
             return True
-        return isinstance(y, (int, np.integer)) and 0 <= y < self.learner.n_outputs
+        return isinstance(y, (int, np.integer)) and 0 <= y < self.n_classes
+
+    def _skip(self, reason: str) -> None:
+        self.metrics.skipped += 1
+        self.skipped_by[reason] = self.skipped_by.get(reason, 0) + 1
 
     def _event(self, kind: str, detail: str) -> None:
         self.events.append({"kind": kind, "sample": self.consumed, "scored": self.metrics.n, "detail": detail})
@@ -207,6 +218,9 @@ class OnlineRun:
         if self.window is not None:
             window_arrays, run_meta["window"] = self.window.state()
             arrays.update({f"run.window.{k}": v for k, v in window_arrays.items()})
+        if self.norm is not None:
+            norm_arrays, run_meta["norm"] = self.norm.state()
+            arrays.update({f"run.norm.{k}": v for k, v in norm_arrays.items()})
         meta["run"] = run_meta
         checkpoint.save(path, arrays, meta)
         self._last_checkpoint = time.monotonic()
@@ -222,8 +236,10 @@ class OnlineRun:
         self.delayed.load_state({"x": arrays["run.delay.x"]}, run["delay"])
         if self.window is not None and "window" in run:
             self.window.load_state({"ring": arrays["run.window.ring"]}, run["window"])
+        if self.norm is not None and "norm" in run:
+            self.norm.load_state({"mean": arrays["run.norm.mean"], "m2": arrays["run.norm.m2"]}, run["norm"])
         self.guard.take(self.learner)
 
     def summary(self) -> dict:
         return {**self.metrics.snapshot(), "consumed": self.consumed, "learned": self.learner.n_seen,
-                "events": self.events}
+                "events": self.events, "skipped_by": dict(self.skipped_by)}

@@ -4,12 +4,14 @@ For a 64-128-10 network (digits) and a 784-256-256-10 network (MNIST-5k) it time
 (batch 1, softmax cross-entropy, plain SGD) of this engine's fdfa, dfa and bp rules and of PyTorch
 BP (nn.Linear+ReLU stack, CrossEntropyLoss, zero_grad/backward/step per sample), on the same rows.
 The memory-traffic bound is what NumPy needs, in the same run, to read and write the parameter
-bytes three times (three np.copyto passes over a float32 array of the parameter count, median of
-10x as many repetitions): a step that reads W forward, writes a gradient and applies it cannot
-move less. Everything runs on one
-thread (BLAS and torch pinned). Timings on a shared machine are noisy: compare rows of one run.
+bytes three times (three np.copyto passes over a float32 array of the parameter count): a step
+that reads W forward, writes a gradient and applies it cannot move less. Everything runs on one
+thread (BLAS and torch pinned).
 
-Memory: each configuration runs in a fresh process. After imports and data loading its peak-RSS
+Timing: all implementations of a network run in one process, taking turns in blocks of BLOCK
+steps, so that drift of a shared machine hits them alike and the ratios hold; medians per step.
+
+Memory: each configuration also runs in a fresh process. After imports and data loading its peak-RSS
 mark is reset (Linux /proc/self/clear_refs), so "peak" is the peak while learning and "learner"
 is what building and stepping the learner added on top (its arrays, the library's first-use
 buffers, autograd's graph). "import" is the peak RSS of a bare process that only imported numpy
@@ -51,6 +53,8 @@ TARGETS = [  # (description, net, measure, threshold): fdfa's speedup must reach
     ("fdfa within 2.5x of the memory bound", "784-256-256-10", "x_bound", 2.5),
 ]
 WARMUP = 300
+BLOCK = 100  # steps per implementation before the next one takes over (interleaved timing)
+RSS_STEPS = 300  # steps a memory worker takes before reading its peak RSS
 OUT = Path(__file__).resolve().parents[1] / "bench" / "results" / "bench_engine.json"
 Step = Callable[[int], Any]
 
@@ -121,8 +125,45 @@ def bound_step(sizes: list[int]) -> Step:
     return step
 
 
+def make_step(impl: str, sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
+    if impl == "torch-bp":
+        return torch_step(sizes, X, y)
+    if impl == "bound":
+        return bound_step(sizes)
+    return engine_step(impl, sizes, X, y)
+
+
+def timing_worker(net: str, n: int) -> dict:
+    """Every implementation in this one process, in alternating blocks of BLOCK steps, so that the
+    machine's drift (large on shared VMs) hits them alike and the ratios hold; per-step microseconds."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from edgefdfa.datasets import load
+
+    data, sizes = NETS[net]
+    ds = load(data)
+    X, y = ds.X_train, ds.y_train.astype(np.int64)
+    steps = {impl: make_step(impl, sizes, X, y) for impl in IMPLS}
+    for step in steps.values():
+        for i in range(WARMUP):
+            step(i)
+    times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    i = WARMUP
+    while len(times[IMPLS[0]]) < n:
+        for impl, step in steps.items():
+            for _ in range(BLOCK):
+                t0 = time.perf_counter_ns()
+                step(i)
+                times[impl].append((time.perf_counter_ns() - t0) / 1e3)
+                i += 1
+    return {impl: {"median_us": statistics.median(t), "p90_us": statistics.quantiles(t, n=10)[-1]}
+            for impl, t in times.items()}
+
+
 def worker(impl: str, net: str, n: int) -> dict:
-    """One configuration in this fresh process: timings and memory, as a JSON-able row."""
+    """One configuration in this fresh process: its memory (and its own timing), as a JSON-able row."""
     import numpy as np
     import numpy.random  # noqa: F401  (loaded lazily otherwise, and counted as the learner's 7 MiB)
 
@@ -140,13 +181,8 @@ def worker(impl: str, net: str, n: int) -> dict:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak-RSS mark to the current RSS: data loading is not the learner's
     setup = peak_rss_mib()
-    if impl == "torch-bp":
-        step = torch_step(sizes, X, y)
-    elif impl == "bound":
-        step = bound_step(sizes)
-    else:
-        step = engine_step(impl, sizes, X, y)
-    t = time_steps(step, 10 * n if impl == "bound" else n)
+    step = make_step(impl, sizes, X, y)
+    t = time_steps(step, n)
     median = statistics.median(t)
     return {"net": net, "impl": impl, "median_us": median, "p90_us": statistics.quantiles(t, n=10)[-1],
             "steps_per_s": 1e6 / median, "peak_rss_mib": peak_rss_mib(), "learner_rss_mib": peak_rss_mib() - setup}
@@ -157,13 +193,20 @@ def run_worker(impl: str, net: str = "", n: int = 0) -> dict:
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
+def run_timing(net: str, n: int) -> dict:
+    cmd = [sys.executable, __file__, "--timing", net, str(n)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
 def measure(n: int) -> tuple[dict, list[dict]]:
     """Bare-import baselines, then every net x impl; ratios against the same net's torch and bound rows."""
     imports = {lib: run_worker(f"idle-{lib}")["peak_rss_mib"] for lib in ("numpy", "torch")}
     rows = []
     for net in NETS:
-        timed = {impl: run_worker(impl, net, n) for impl in IMPLS}
+        times = run_timing(net, n)  # all implementations interleaved in one process
+        timed = {impl: {**run_worker(impl, net, RSS_STEPS), **times[impl]} for impl in IMPLS}
         for impl, row in timed.items():
+            row["steps_per_s"] = 1e6 / row["median_us"]
             row["import_rss_mib"] = imports["torch" if impl == "torch-bp" else "numpy"]
             row["speedup_vs_torch"] = timed["torch-bp"]["median_us"] / row["median_us"]
             row["x_bound"] = row["median_us"] / timed["bound"]["median_us"]
@@ -199,7 +242,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="time 300 steps instead of 3000")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # impl net n: one config, JSON to stdout
+    parser.add_argument("--timing", nargs=2, help=argparse.SUPPRESS)  # net n: interleaved timing, JSON to stdout
     args = parser.parse_args()
+    if args.timing:
+        print(json.dumps(timing_worker(args.timing[0], int(args.timing[1]))))
+        return
     if args.worker:
         impl, net, n = args.worker
         print(json.dumps(worker(impl, net, int(n))))

@@ -78,6 +78,14 @@ class RunningNorm:
         self._a = np.empty(n_channels)            # (n_channels,) scratch
         self._b = np.empty(n_channels)            # (n_channels,) scratch
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able values) a checkpoint needs to continue the statistics exactly."""
+        return {"mean": self.mean, "m2": self._m2}, {"count": self.count}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        self.mean[...], self._m2[...] = arrays["mean"], arrays["m2"]
+        self.count = int(meta["count"])
+
     @property
     def var(self) -> np.ndarray:
         """(n_channels,) the population variance so far (a new array)."""

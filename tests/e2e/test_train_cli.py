@@ -88,6 +88,7 @@ def test_sensor_stream_adapts_and_counts_bad_lines(tmp_path):
     assert summary["source"]["skipped_by"] == {"nan/inf": 2, "field count": 2, "unparsable": 1}
     assert summary["source"]["lost"]  # the unplugged sensor ended the run cleanly
     assert summary["skipped"] == 5 + 1  # the source's five, and the label of a class the model lacks
+    assert summary["skipped_by"]["label outside the classes"] == 1
     assert summary["samples"] == (800 - 32) // 8 + 1 and summary["learned"] == summary["samples"] - 2
     assert summary["accuracy"] > 0.8
     before = edgefdfa.load(MODEL).learner.net.params
@@ -124,7 +125,7 @@ def test_killed_file_replay_resumes_exactly(tmp_path):
     data.write_text("acc_x,acc_y,acc_z,gyro_x,gyro_y,gyro_z,label\n" + "\n".join(lines) + "\n",
                     encoding="utf-8", errors="surrogateescape")
     common = [sys.executable, "-m", "edgefdfa", "train", str(MODEL), "--data", str(data), "--window", "32",
-              "--hop", "8", "--delay", "1", "--json", "--epochs", "2"]
+              "--hop", "8", "--delay", "1", "--normalize", "--json", "--epochs", "2"]
     whole = subprocess.run([*common, "--checkpoint", str(tmp_path / "whole.npz")], capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
     ckpt = tmp_path / "killed.npz"
