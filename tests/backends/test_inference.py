@@ -12,21 +12,14 @@ from edgefdfa import BadModelError, BadSampleError
 from edgefdfa.export import export
 from edgefdfa.formats import onnx as onnx_format
 from edgefdfa.formats import tflite as tflite_format
-from test_model import FILES, file_outputs, samples  # tests/backends is on sys.path (pytest's prepend mode)
-
-ACT = {"identity": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
-       "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
-
+from head_reference import head_forward  # tests/backends is on sys.path (pytest's prepend mode)
+from test_model import FILES, file_outputs, samples
 
 def engine_head(model, features):
     """The reference: the learner's current head on the features, in float64, with the file's Softmax."""
-    h = np.asarray(features, np.float64).reshape(-1, model.n_features)
-    for W, b, layer in zip(model.learner.net.W, model.learner.net.b, model.split.head):
-        h = ACT[layer.activation](h @ np.asarray(W, np.float64).T + b)
-    if model.split.softmax:
-        h = np.exp(h - h.max(axis=1, keepdims=True))
-        h /= h.sum(axis=1, keepdims=True)
-    return h
+    net = model.learner.net
+    layers = [(W, b, layer.activation) for W, b, layer in zip(net.W, net.b, model.split.head)]
+    return head_forward(layers, np.asarray(features).reshape(-1, model.n_features), model.split.softmax)
 
 
 def backbone_outputs(model, X):

@@ -12,23 +12,16 @@ from edgefdfa import BadModelError, ConfigError
 from edgefdfa.backends.onnx import Session
 from edgefdfa.datasets import load
 from edgefdfa.formats import onnx as fmt
+from head_reference import head_forward  # tests/backends is on sys.path (pytest's prepend mode)
 
 X_DIGITS = load("digits").X_test  # (n, 64) real inputs
-ACT = {"identity": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
-       "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
 ONNX_DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 
 
 def numpy_head(split, x, head=None):
     """The reference: the split's head (or `head`'s (W, b)) on x, in float64 NumPy."""
-    h = np.asarray(x, np.float64).reshape(len(x), -1)
-    for k, layer in enumerate(split.head):
-        W, b = head[k] if head is not None else (layer.W, layer.b)
-        h = ACT[layer.activation](h @ np.asarray(W, np.float64).T + b)
-    if split.softmax:
-        h = np.exp(h - h.max(axis=1, keepdims=True))
-        h /= h.sum(axis=1, keepdims=True)
-    return h
+    weights = head if head is not None else [(layer.W, layer.b) for layer in split.head]
+    return head_forward([(W, b, layer.activation) for (W, b), layer in zip(weights, split.head)], x, split.softmax)
 
 
 def split_outputs(split, x):

@@ -15,25 +15,17 @@ from edgefdfa.backends import tflite as backend
 from edgefdfa.datasets import load
 from edgefdfa.formats import tflite as fmt
 from edgefdfa.formats.tflite import Builder, schema
+from head_reference import head_forward  # tests/backends is on sys.path (pytest's prepend mode)
 
 pytestmark = pytest.mark.skipif(backend.NAME is None,
                                 reason="no TFLite interpreter installed (pip install ai-edge-litert)")
 
 X_DIGITS = load("digits").X_test  # (450, 64) real inputs in [0, 1]
-ACT = {"identity": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
-       "sigmoid": lambda v: 1 / (1 + np.exp(-v))}
-
-
 def numpy_head(split, features, head=None):
     """The reference: the split's head (or `head`'s (W, b)) on the features, in float64 NumPy."""
-    h = np.asarray(features, np.float64).reshape(len(features), -1)
-    for k, layer in enumerate(split.head):
-        W, b = head[k] if head is not None else (layer.W, layer.b)
-        h = ACT[layer.activation](h @ np.asarray(W, np.float64).T + b)
-    if split.softmax:
-        h = np.exp(h - h.max(axis=1, keepdims=True))
-        h /= h.sum(axis=1, keepdims=True)
-    return h
+    weights = head if head is not None else [(layer.W, layer.b) for layer in split.head]
+    return head_forward([(W, b, layer.activation) for (W, b), layer in zip(weights, split.head)], features,
+                        split.softmax)
 
 
 def run_file(data, X):
