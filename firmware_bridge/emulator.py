@@ -1,0 +1,260 @@
+"""A device in Python: two weight slots, a staging buffer and the device side of the session
+(PROTOCOL.md §6), served over a serial port. Tests and the demo use it where a microcontroller
+would sit; the C receiver implements the same state machine.
+
+    python -m firmware_bridge.emulator --port PORT [--key FILE] [--model CHECKPOINT_OR_BUNDLE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import serial
+
+from edgefdfa.formats.base import Dense
+
+from . import encoding as enc
+from . import image as img
+from .frame import MAX_FRAME_LIMIT, MIN_FRAME, Frame, FrameError, FrameReader, encode
+from .link import open_port
+from .protocol import (
+    DIGEST_BYTES,
+    KEYED,
+    NONE,
+    SIGNED,
+    Ack,
+    Active,
+    Begin,
+    Chunk,
+    Code,
+    Commit,
+    Encoding,
+    Error,
+    Hello,
+    Layer,
+    Message,
+    MsgType,
+    Nack,
+    ProtocolError,
+    State,
+    Status,
+    Vector,
+    decode_message,
+    model_id,
+)
+
+ALL_ENCODINGS = sum(1 << e for e in Encoding)
+Reply = tuple[MsgType, int, Message]  # type, seq, message
+
+
+class Device:
+    """The device's memory and state machine; `handle` maps one received frame to its replies.
+
+    Slots persist across `reset` (they model flash); the session (staging) does not.
+    """
+
+    def __init__(self, layers: Sequence[Layer], weights: np.ndarray, *, key: bytes | None = None,
+                 max_frame: int = 1024, encodings: int = ALL_ENCODINGS) -> None:
+        if not MIN_FRAME <= max_frame <= MAX_FRAME_LIMIT:
+            raise ValueError(f"max_frame {max_frame!r} is outside [{MIN_FRAME}, {MAX_FRAME_LIMIT}]")
+        self.layers = tuple(layers)
+        self.key, self.max_frame, self.encodings = key, max_frame, encodings
+        self.slot_size = 4 * img.size(self.layers)
+        self.slots = np.zeros((2, img.size(self.layers)), np.float32)  # (2, size): active and inactive
+        self.slots[0] = weights
+        self.ids, self.valid, self.active = [0, 0], [True, False], 0
+        self.staging = bytearray(self.slot_size)
+        self.dropped, self.last_error = 0, Code.OK
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """A power cycle: the session and staging are lost, the slots and the active index kept."""
+        with self.lock:
+            self.session: Begin | None = None
+            self.have, self.nacked_at = 0, -1
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The active image."""
+        return self.slots[self.active]
+
+    def handle(self, item: Frame | FrameError) -> list[Reply]:
+        """The replies to one received record (possibly none)."""
+        with self.lock:
+            if isinstance(item, FrameError):
+                if item.seq is None:  # noise: its header cannot be trusted, so do not answer
+                    self.dropped += 1
+                    return []
+                return [self._error(item.seq, item.code, item.kind or 0)]
+            try:
+                message = decode_message(item.kind, item.payload)
+                if item.kind & 0x80:
+                    raise ProtocolError(Code.BAD_TYPE, "a device never accepts device messages")
+                return self._dispatch(MsgType(item.kind), item.seq, message)
+            except ProtocolError as e:
+                return [self._error(item.seq, e.code, item.kind)]
+
+    def _error(self, seq: int, code: Code, about: int) -> Reply:
+        self.last_error = code
+        return MsgType.ERROR, seq, Error(code, about)
+
+    def _active(self, seq: int) -> Reply:
+        return MsgType.ACTIVE, seq, Active(self.ids[self.active], img.digest(self.weights))
+
+    def _dispatch(self, kind: MsgType, seq: int, m: Message) -> list[Reply]:
+        if kind == MsgType.HELLO_REQ:
+            return [(MsgType.HELLO, seq, Hello(self.max_frame, self.encodings, KEYED if self.key else 0,
+                                               self.slot_size, model_id(self.layers), self.ids[self.active],
+                                               self.layers))]
+        if kind == MsgType.STATUS_REQ:
+            other = 1 - self.active
+            s = self.session
+            return [(MsgType.STATUS, seq, Status(State.RECEIVING if s else State.IDLE, self.ids[self.active],
+                                                 self.ids[other] if self.valid[other] else NONE,
+                                                 s.update_id if s else 0, self.have, s.total if s else 0,
+                                                 self.dropped, self.last_error))]
+        if kind == MsgType.INFER:
+            x = m.values
+            if x.size != self.layers[0].n_in or not np.isfinite(x).all():
+                raise ProtocolError(Code.BAD_INPUT, f"{x.size} inputs, expected {self.layers[0].n_in}")
+            return [(MsgType.OUTPUT, seq, Vector(img.forward(self.weights, self.layers, x)))]
+        if kind == MsgType.ROLLBACK:
+            other = 1 - self.active
+            if self.ids[self.active] != m.to_id:  # equal: a resent ROLLBACK already done
+                if not self.valid[other] or self.ids[other] != m.to_id:
+                    raise ProtocolError(Code.NO_PREVIOUS, f"update {m.to_id} is not in the inactive slot")
+                self.active = other
+            return [self._active(seq)]
+        if kind == MsgType.BEGIN:
+            return [self._begin(seq, m)]
+        if kind == MsgType.CHUNK:
+            return self._chunk(seq, m)
+        return [self._commit(seq, m)]
+
+    def _begin(self, seq: int, b: Begin) -> Reply:
+        if b.update_id == 0 or b.flags & ~SIGNED:
+            raise ProtocolError(Code.BAD_FLAGS, f"update id {b.update_id}, flags 0x{b.flags:02x}")
+        if b.encoding >= 8 or not self.encodings >> b.encoding & 1:
+            raise ProtocolError(Code.BAD_ENCODING, f"encoding {b.encoding}")
+        if b.total > self.slot_size:
+            raise ProtocolError(Code.TOO_LARGE, f"{b.total} bytes for a {self.slot_size}-byte slot")
+        if self.key and not b.flags & SIGNED:
+            raise ProtocolError(Code.UNSIGNED, "this device accepts only signed updates")
+        if b.encoding == Encoding.SPARSE_INT8 and b.base_id != self.ids[self.active]:
+            raise ProtocolError(Code.BASE_MISMATCH, f"delta against {b.base_id}, active is {self.ids[self.active]}")
+        if b != self.session:  # a new update; the same one again resumes
+            self.session, self.have, self.nacked_at = b, 0, -1
+        return MsgType.ACK, seq, Ack(self.have)
+
+    def _chunk(self, seq: int, c: Chunk) -> list[Reply]:
+        if self.session is None:
+            raise ProtocolError(Code.NOT_IN_SESSION, "CHUNK before BEGIN")
+        if c.offset + len(c.data) > self.session.total:
+            raise ProtocolError(Code.OUT_OF_BOUNDS, f"{len(c.data)} bytes at {c.offset} past {self.session.total}")
+        if c.offset > self.have:
+            if self.nacked_at == self.have:
+                return []
+            self.nacked_at = self.have
+            self.last_error = Code.GAP
+            return [(MsgType.NACK, seq, Nack(self.have, Code.GAP))]
+        if c.offset == self.have:
+            self.staging[c.offset:c.offset + len(c.data)] = c.data
+            self.have += len(c.data)
+        return [(MsgType.ACK, seq, Ack(self.have))]
+
+    def _commit(self, seq: int, c: Commit) -> Reply:
+        s = self.session
+        if s is None:
+            if c.update_id == self.ids[self.active] and c.digest == img.digest(self.weights):
+                return self._active(seq)  # a resent COMMIT of what is already active
+            raise ProtocolError(Code.NOT_IN_SESSION, "COMMIT without a BEGIN")
+        if c.update_id != s.update_id:
+            raise ProtocolError(Code.BAD_DIGEST, f"COMMIT of update {c.update_id}, the session is {s.update_id}")
+        if self.have < s.total:
+            raise ProtocolError(Code.INCOMPLETE, f"{self.have} of {s.total} bytes")
+        self.session = None  # from here on, any failure drops the staged update
+        if bool(s.flags & SIGNED) != (len(c.hmac) == DIGEST_BYTES):
+            raise ProtocolError(Code.BAD_LENGTH, "the COMMIT's HMAC does not match BEGIN's SIGNED flag")
+        if self.key and not enc.verify(self.key, s, c.digest, c.hmac):
+            raise ProtocolError(Code.BAD_SIGNATURE, "the HMAC does not verify")
+        inactive = 1 - self.active
+        self.valid[inactive] = False
+        enc.decode(bytes(self.staging[:s.total]), self.layers, s.encoding, self.weights, out=self.slots[inactive])
+        if img.digest(self.slots[inactive]) != c.digest:
+            raise ProtocolError(Code.BAD_DIGEST, "the decoded image does not match the COMMIT's digest")
+        self.ids[inactive], self.valid[inactive] = s.update_id, True
+        self.active = inactive  # the swap: one write
+        return self._active(seq)
+
+
+class Emulator:
+    """A Device served over a serial port in a background thread, until `stop()`."""
+
+    def __init__(self, port: str, device: Device) -> None:
+        self.device = device
+        self.port = open_port(port)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.serve, daemon=True)
+
+    def start(self) -> Emulator:
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        """Read frames and answer them until stopped or the port goes away."""
+        reader = FrameReader(self.device.max_frame)
+        try:
+            while not self._stop.is_set():
+                data = self.port.read(max(1, self.port.in_waiting))
+                for item in reader.feed(data):
+                    for kind, seq, message in self.device.handle(item):
+                        self.port.write(encode(kind, seq, message.pack()))
+        except (serial.SerialException, OSError):
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.port.close()
+
+
+def device_from(path: str | None, key: bytes | None, layers: str = "24,32,4") -> Device:
+    """A device holding the head of a checkpoint, model file or bundle, or a zero relu MLP of `layers`."""
+    if path is None:
+        sizes = [int(s) for s in layers.split(",")]
+        head = [Dense(np.zeros((o, i), np.float32), np.zeros(o, np.float32), "relu" if l < len(sizes) - 2 else "identity", "")
+                for l, (i, o) in enumerate(zip(sizes, sizes[1:]))]
+    else:
+        head = img.head_from(path)
+    return Device(img.layers_of(head), img.image_of(head), key=key)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m firmware_bridge.emulator --port PORT [--key FILE] [--model PATH]`: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="edgefdfa device", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", required=True, help="device path or pyserial URL to serve on")
+    parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed updates")
+    parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
+    parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
+    args = parser.parse_args(argv)
+    key = Path(args.key).read_bytes() if args.key else None
+    emulator = Emulator(args.port, device_from(args.model, key, args.layers))
+    print(f"edgefdfa device on {args.port}: {len(emulator.device.layers)} layers, slot {emulator.device.slot_size} bytes"
+          + (", keyed" if key else ""), file=sys.stderr)
+    try:
+        emulator.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.port.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The host side of the bridge (PROTOCOL.md §6): push a head's weights to a device, run INFER on it,
+ask its STATUS, ROLL it BACK.
+
+    >>> report = push("/dev/ttyUSB0", head_layers, encoding="f16", verify=True)
+    >>> print(report)
+
+`port` is a device path, a pyserial URL, or an open pyserial port. Sparse pushes send int8 deltas
+against the device's active image, which the host mirrors in `images` (by default one registry per
+process, or a mirror.Mirror on disk): what the device did not get this time (the residual) is
+part of the next delta.
+
+    edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--baud B] [--encoding f32|f16|int8|sparse]
+                  [--key FILE] [--verify] [--mirror DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import serial
+
+from edgefdfa.errors import EdgeFDFAError
+from edgefdfa.formats.base import Dense
+
+from . import encoding as enc
+from . import image as img
+from .frame import MAX_FRAME_LIMIT, MIN_FRAME, OVERHEAD, Frame
+from .link import Link, open_port
+from .mirror import Mirror
+from .protocol import (
+    NONE,
+    SIGNED,
+    Ack,
+    Active,
+    Begin,
+    Chunk,
+    Code,
+    Commit,
+    DeviceTimeout,
+    Empty,
+    Encoding,
+    Error,
+    Hello,
+    Message,
+    MsgType,
+    Nack,
+    ProtocolError,
+    Rollback,
+    Status,
+    Vector,
+    decode_message,
+    model_id,
+)
+
+ENCODINGS = {"f32": Encoding.F32, "f16": Encoding.F16, "int8": Encoding.INT8_CHANNEL,
+             "int8-tensor": Encoding.INT8_TENSOR, "sparse": Encoding.SPARSE_INT8}
+IMAGES = Mirror()  # this process's mirror of the devices it pushed to
+Progress = Callable[[int, int], None]  # (bytes the device holds, total)
+T = TypeVar("T")
+
+
+@dataclass
+class PushReport:
+    """What a push did."""
+
+    update_id: int
+    encoding: str  # the encoding sent (a first sparse push to unknown weights sends f32)
+    payload_bytes: int  # the encoded update
+    wire_bytes: int  # every byte written and read on the port during the push
+    seconds: float
+    resumed_from: int  # bytes the device already held when the push began
+    resends: int  # chunks sent more than once
+    parity: float | None = None  # max |device - host| on the image the device holds (verify)
+    drift: float | None = None  # max |device - the float head pushed| (the encoding's loss; verify)
+
+    @property
+    def rate(self) -> float:
+        """Effective payload rate, bytes per second."""
+        return self.payload_bytes / self.seconds if self.seconds > 0 else float("inf")
+
+    def __str__(self) -> str:
+        check = "" if self.parity is None else f"; parity max|device-host| {self.parity:.3g}, vs float head {self.drift:.3g}"
+        resumed = f", resumed at {self.resumed_from}" if self.resumed_from else ""
+        return (f"update {self.update_id:08x} ({self.encoding}): {self.payload_bytes} payload bytes, {self.wire_bytes} "
+                f"on the wire, {self.seconds:.2f} s, {self.rate / 1024:.1f} KiB/s, {self.resends} resent{resumed}{check}")
+
+
+class Session:
+    """Requests to one device over a Link: fresh seq per frame, replies matched by seq, bounded retries."""
+
+    def __init__(self, link: Link, timeout: float, retries: int) -> None:
+        self.link, self.timeout, self.retries = link, timeout, retries
+        self.seq = 0
+
+    def send(self, kind: MsgType, message: Message) -> int:
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.link.send(kind, self.seq, message.pack())
+        return self.seq
+
+    def reply(self, seqs: set[int] | int, timeout: float) -> tuple[MsgType, Message] | None:
+        """The next well-formed reply to one of `seqs` within `timeout` s; None on timeout."""
+        seqs = {seqs} if isinstance(seqs, int) else seqs
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            item = self.link.receive(left)
+            if isinstance(item, Frame) and item.seq in seqs:
+                try:
+                    return MsgType(item.kind), decode_message(item.kind, item.payload)
+                except (ProtocolError, ValueError):
+                    continue
+        return None
+
+    def request(self, kind: MsgType, expect: type[T], message: Message = Empty()) -> T:
+        """Send until a reply arrives: it, if it is an `expect`; ProtocolError if it is an ERROR (its
+        code) or another message (BAD_TYPE); DeviceTimeout if none arrives."""
+        for _ in range(self.retries + 1):
+            got = self.reply(self.send(kind, message), self.timeout)
+            if got is not None:
+                if isinstance(got[1], Error):
+                    raise ProtocolError(got[1].code, f"the device refused {kind.name}")
+                if not isinstance(got[1], expect):
+                    raise ProtocolError(Code.BAD_TYPE, f"the device answered {kind.name} with {got[0].name}")
+                return got[1]
+        raise DeviceTimeout(f"no reply to {kind.name} after {self.retries + 1} tries of {self.timeout} s")
+
+
+@contextmanager
+def session(port: str | serial.SerialBase, timeout: float, retries: int, baud: int = 115200) -> Iterator[Session]:
+    """A Session on an open port, or on one opened (and closed afterwards) from a path or URL."""
+    opened = open_port(port, baud) if isinstance(port, str) else None
+    try:
+        s = Session(Link(opened or port), timeout, retries)
+        s.link.port.reset_input_buffer()
+        yield s
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str = "f32", key: bytes | None = None,
+         window: int = 8, timeout: float | None = None, retries: int = 20, verify: bool = False, baud: int = 115200,
+         images: MutableMapping[tuple[int, int], np.ndarray] | None = None, progress: Progress | None = None) -> PushReport:
+    """Install `head`'s weights on the device atomically; resumes a push the device partly holds.
+
+    `timeout`: seconds without a reply before resending; None: 0.2 s plus twice the time a full
+    window of frames takes on the line at `baud` (10 bits a byte).
+
+    Raises ProtocolError (the device's named refusal, or MODEL_MISMATCH) or DeviceTimeout; in
+    either case the device keeps the weights it had.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+    images = IMAGES if images is None else images
+    start = time.monotonic()
+    with session(port, 0.2 if timeout is None else timeout, retries, baud) as s:
+        hello = s.request(MsgType.HELLO_REQ, Hello)
+        if not MIN_FRAME <= hello.max_frame <= MAX_FRAME_LIMIT:
+            raise ProtocolError(Code.BAD_LENGTH, f"the device's max_frame {hello.max_frame} is out of range")
+        if timeout is None:
+            s.timeout = 0.2 + 2 * window * hello.max_frame * 10 / s.link.port.baudrate
+        layers = img.layers_of(head)
+        if model_id(layers) != hello.model_id:
+            raise ProtocolError(Code.MODEL_MISMATCH, f"head {[(l.n_out, l.n_in) for l in layers]} is not the "
+                                                     f"device's {[(l.n_out, l.n_in) for l in hello.layers]}")
+        target = img.image_of(head)
+        code = ENCODINGS[encoding]
+        base = images.get((hello.model_id, hello.active_id))
+        if code == Encoding.SPARSE_INT8 and base is None:
+            code, encoding = Encoding.F32, "f32"  # no mirror of the device's weights yet: send them whole
+        update = enc.encode(target, layers, code, base=base, budget=hello.slot_size)
+        expected = enc.decode(update, layers, code, base)
+        digest = img.digest(expected)
+        tail = Begin(0, hello.active_id if code == Encoding.SPARSE_INT8 else 0, len(update), code, SIGNED if key else 0)
+        begin = Begin(enc.update_id(tail, update), tail.base_id, tail.total, tail.encoding, tail.flags)
+        chunk = hello.max_frame - OVERHEAD - 4  # a CHUNK's u32 offset
+        resumed, resends = _transfer(s, begin, update, chunk, window, progress)
+        commit = Commit(begin.update_id, digest, enc.signature(key, begin, digest) if key else b"")
+        active = s.request(MsgType.COMMIT, Active, commit)
+        if (active.active_id, active.digest) != (begin.update_id, digest):
+            raise ProtocolError(Code.BAD_DIGEST, f"the device answered COMMIT with {active}")
+        images[(hello.model_id, begin.update_id)] = expected
+        report = PushReport(begin.update_id, encoding, len(update), 0, 0.0, resumed, resends)
+        if verify:
+            report.parity, report.drift = _parity(s, layers, expected, target)
+        report.wire_bytes = s.link.bytes_out + s.link.bytes_in
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _transfer(s: Session, begin: Begin, update: bytes, chunk: int, window: int,
+              progress: Progress | None) -> tuple[int, int]:
+    """BEGIN, then go-back-N CHUNKs until the device holds all of `update`: (resumed from, resends)."""
+    resumed = acked = sent_up_to = next_ = s.request(MsgType.BEGIN, Ack, begin).have
+    resends, stalls, seqs = 0, 0, set()
+    while acked < len(update):
+        while next_ < len(update) and next_ - acked < window * chunk:
+            resends += next_ < sent_up_to
+            seqs.add(s.send(MsgType.CHUNK, Chunk(next_, update[next_:next_ + chunk])))
+            next_ = min(next_ + chunk, len(update))
+            sent_up_to = max(sent_up_to, next_)
+        got = s.reply(seqs, s.timeout)
+        if got is None:
+            stalls += 1
+            if stalls > s.retries:
+                raise DeviceTimeout(f"the device stopped acknowledging at byte {acked} of {len(update)}")
+            next_ = acked
+            continue
+        m = got[1]
+        if isinstance(m, Error):
+            if m.code != Code.NOT_IN_SESSION:
+                raise ProtocolError(m.code, f"the device refused a CHUNK at byte {acked}")
+            acked = next_ = s.request(MsgType.BEGIN, Ack, begin).have  # the device was reset: begin again
+            seqs.clear()  # replies to chunks sent before the reset no longer say what the device holds
+        elif isinstance(m, (Ack, Nack)) and acked <= m.have <= len(update):
+            stalls = 0 if m.have > acked else stalls
+            acked = m.have
+            next_ = acked if isinstance(m, Nack) else max(next_, acked)
+        if progress:
+            progress(acked, len(update))
+    return resumed, resends
+
+
+def _parity(s: Session, layers, expected: np.ndarray, target: np.ndarray, n: int = 4) -> tuple[float, float]:
+    """(max |device - host| on the device's image, max |device - float head|) over n seeded inputs."""
+    rng = np.random.default_rng(0)
+    parity = drift = 0.0
+    for _ in range(n):
+        x = rng.standard_normal(layers[0].n_in).astype(np.float32)
+        y = infer_on(s, x)
+        parity = max(parity, float(np.abs(y - img.forward(expected, layers, x)).max()))
+        drift = max(drift, float(np.abs(y - img.forward(target, layers, x)).max()))
+    return parity, drift
+
+
+def infer_on(s: Session, x: np.ndarray) -> np.ndarray:
+    """The device's head output for x, over an open session."""
+    return s.request(MsgType.INFER, Vector, Vector(np.asarray(x, np.float32).ravel())).values
+
+
+def infer(port: str | serial.SerialBase, x: np.ndarray, *, timeout: float = 0.5, retries: int = 5) -> np.ndarray:
+    """The head's output for one input, computed on the device with its active weights."""
+    with session(port, timeout, retries) as s:
+        return infer_on(s, x)
+
+
+def status(port: str | serial.SerialBase, *, timeout: float = 0.5, retries: int = 5) -> Status:
+    """The device's session state and slot ids."""
+    with session(port, timeout, retries) as s:
+        return s.request(MsgType.STATUS_REQ, Status)
+
+
+def rollback(port: str | serial.SerialBase, *, timeout: float = 0.5, retries: int = 5) -> Active:
+    """Make the inactive slot (the previous weights) active again; ProtocolError NO_PREVIOUS if empty."""
+    with session(port, timeout, retries) as s:
+        before = s.request(MsgType.STATUS_REQ, Status)
+        if before.previous_id == NONE:
+            raise ProtocolError(Code.NO_PREVIOUS, "the device holds no previous weights")
+        return s.request(MsgType.ROLLBACK, Active, Rollback(before.previous_id))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`edgefdfa push`: push a checkpoint's or model's head to a device, with a progress bar and a report."""
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(prog="edgefdfa push", description=main.__doc__)
+    parser.add_argument("model", metavar="CHECKPOINT_OR_MODEL", help="checkpoint, .onnx/.tflite model or head bundle")
+    parser.add_argument("--port", required=True, help="device path or pyserial URL (socket://, rfc2217://, loop://)")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--encoding", choices=list(ENCODINGS), default="f32")
+    parser.add_argument("--key", help="file holding the pre-shared HMAC key")
+    parser.add_argument("--verify", action="store_true", help="check the device's INFER against the host's")
+    parser.add_argument("--mirror", help="directory where the host keeps what devices hold (for sparse pushes)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for a reply before resending (default: from --baud)")
+    args = parser.parse_args(argv)
+    key = Path(args.key).read_bytes() if args.key else None
+    head = img.head_from(args.model)
+    with tqdm(unit="B", unit_scale=True, desc="push", leave=False) as bar:
+        def progress(have: int, total: int) -> None:
+            bar.total = total
+            bar.update(have - bar.n)
+
+        try:
+            report = push(args.port, head, encoding=args.encoding, key=key, verify=args.verify, baud=args.baud,
+                          timeout=args.timeout, images=Mirror(args.mirror) if args.mirror else None,
+                          progress=progress)
+        except EdgeFDFAError as e:
+            kept = "; the device keeps its previous weights" if isinstance(e, ProtocolError) else ""
+            print(f"edgefdfa push: {e}{kept}", file=sys.stderr)
+            return 1
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

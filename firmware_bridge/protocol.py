@@ -1,0 +1,358 @@
+"""The messages of the firmware bridge protocol (PROTOCOL.md §2, §7): types, payload layouts,
+named error codes and the errors the bridge raises.
+
+Each message is a small dataclass with `pack() -> bytes` and `unpack(payload) -> message`;
+`unpack` raises ProtocolError(Code.BAD_LENGTH) on a payload of the wrong size and never reads
+outside it. `decode_message(type, payload)` picks the class by type.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
+
+import numpy as np
+
+from edgefdfa.errors import EdgeFDFAError
+
+MAGIC = b"EB"
+VERSION = 1
+DIGEST_BYTES = 32  # SHA-256 and HMAC-SHA256
+SIGNED = 0x01  # BEGIN flags bit0: COMMIT carries an HMAC
+KEYED = 0x01  # HELLO flags bit0: the device accepts only signed updates
+NONE = 0xFFFFFFFF  # STATUS previous_id of an empty inactive slot (0 is the factory weights' id)
+
+
+class Code(IntEnum):
+    """Named error codes, one byte on the wire (PROTOCOL.md §7)."""
+
+    OK = 0
+    BAD_COBS = 1
+    BAD_CRC = 2
+    BAD_MAGIC = 3
+    BAD_VERSION = 4
+    BAD_LENGTH = 5
+    BAD_TYPE = 6
+    TOO_LONG = 7
+    NOT_IN_SESSION = 8
+    OUT_OF_BOUNDS = 9
+    TOO_LARGE = 10
+    BAD_ENCODING = 11
+    INCOMPLETE = 12
+    BAD_DIGEST = 13
+    BAD_SIGNATURE = 14
+    UNSIGNED = 15
+    BASE_MISMATCH = 16
+    BAD_UPDATE = 17
+    NO_PREVIOUS = 18
+    BAD_INPUT = 19
+    GAP = 20
+    BAD_FLAGS = 21
+    MODEL_MISMATCH = 22
+    TIMEOUT = 23
+
+
+class ProtocolError(EdgeFDFAError, ValueError):
+    """A frame or message broke the protocol, or a device refused a request; `code` names why."""
+
+    def __init__(self, code: Code, detail: str = "") -> None:
+        self.code = Code(code)
+        super().__init__(f"{self.code.name}: {detail}" if detail else self.code.name)
+
+
+class DeviceTimeout(ProtocolError, TimeoutError):
+    """The device gave no valid reply within the retries (a cut cable, a dead device)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Code.TIMEOUT, detail)
+
+
+class MsgType(IntEnum):
+    """Message types: host -> device 0x01..0x07, device -> host 0x81..0x88."""
+
+    HELLO_REQ = 0x01
+    BEGIN = 0x02
+    CHUNK = 0x03
+    COMMIT = 0x04
+    STATUS_REQ = 0x05
+    ROLLBACK = 0x06
+    INFER = 0x07
+    HELLO = 0x81
+    ACK = 0x82
+    NACK = 0x83
+    ACTIVE = 0x84
+    STATUS = 0x85
+    OUTPUT = 0x86
+    ERROR = 0x88
+
+
+class Encoding(IntEnum):
+    """How the update's tensors are written (PROTOCOL.md §4)."""
+
+    F32 = 0
+    F16 = 1
+    INT8_TENSOR = 2
+    INT8_CHANNEL = 3
+    SPARSE_INT8 = 4
+
+
+class State(IntEnum):
+    """The device's session state (STATUS)."""
+
+    IDLE = 0
+    RECEIVING = 1
+
+
+def _fixed(fmt: str, payload: bytes, what: str) -> tuple:
+    s = struct.Struct(fmt)
+    if len(payload) != s.size:
+        raise ProtocolError(Code.BAD_LENGTH, f"{what} payload is {len(payload)} bytes, expected {s.size}")
+    return s.unpack(payload)
+
+
+@dataclass(frozen=True)
+class Empty:
+    """HELLO_REQ and STATUS_REQ: no payload."""
+
+    def pack(self) -> bytes:
+        return b""
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Empty:
+        if payload:
+            raise ProtocolError(Code.BAD_LENGTH, f"expected an empty payload, got {len(payload)} bytes")
+        return cls()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One row of HELLO's layer table: W (n_out, n_in), b (n_out), an activation code."""
+
+    n_out: int
+    n_in: int
+    activation: int  # 0 identity, 1 relu, 2 tanh, 3 sigmoid
+
+
+def layer_table(layers: tuple[Layer, ...]) -> bytes:
+    """HELLO's layer table bytes: u8 n_layers then (u16 n_out, u16 n_in, u8 activation) each."""
+    return bytes([len(layers)]) + b"".join(struct.pack("<HHB", l.n_out, l.n_in, l.activation) for l in layers)
+
+
+def model_id(layers: tuple[Layer, ...]) -> int:
+    """CRC-32 of the layer table: the head's shape, as HELLO names it."""
+    return zlib.crc32(layer_table(layers))
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The device describes itself."""
+
+    max_frame: int
+    encodings: int  # bit e: Encoding e accepted
+    flags: int  # KEYED
+    slot_size: int
+    model_id: int
+    active_id: int
+    layers: tuple[Layer, ...]
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<HBBIII")
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.max_frame, self.encodings, self.flags, self.slot_size, self.model_id,
+                                self.active_id) + layer_table(self.layers)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Hello:
+        n = cls._FIXED.size
+        if len(payload) < n + 1 or len(payload) != n + 1 + 5 * payload[n]:
+            raise ProtocolError(Code.BAD_LENGTH, f"HELLO payload of {len(payload)} bytes does not match its layer count")
+        layers = tuple(Layer(*struct.unpack_from("<HHB", payload, n + 1 + 5 * i)) for i in range(payload[n]))
+        return cls(*cls._FIXED.unpack_from(payload), layers)
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Start (or resume) an update of `total` encoded bytes."""
+
+    update_id: int
+    base_id: int
+    total: int
+    encoding: int
+    flags: int
+
+    def pack(self) -> bytes:
+        return struct.pack("<IIIBB", self.update_id, self.base_id, self.total, self.encoding, self.flags)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Begin:
+        return cls(*_fixed("<IIIBB", payload, "BEGIN"))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """`data` to write at `offset` of the update."""
+
+    offset: int
+    data: bytes
+
+    def pack(self) -> bytes:
+        return struct.pack("<I", self.offset) + self.data
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Chunk:
+        if len(payload) < 5:
+            raise ProtocolError(Code.BAD_LENGTH, f"CHUNK payload of {len(payload)} bytes holds no data")
+        return cls(struct.unpack_from("<I", payload)[0], bytes(payload[4:]))
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Install the update if its decoded image has `digest` (and `hmac` verifies, on a keyed device)."""
+
+    update_id: int
+    digest: bytes
+    hmac: bytes = b""  # empty or 32 bytes
+
+    def pack(self) -> bytes:
+        return struct.pack("<I", self.update_id) + self.digest + self.hmac
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Commit:
+        if len(payload) not in (4 + DIGEST_BYTES, 4 + 2 * DIGEST_BYTES):
+            raise ProtocolError(Code.BAD_LENGTH, f"COMMIT payload is {len(payload)} bytes, expected 36 or 68")
+        return cls(struct.unpack_from("<I", payload)[0], bytes(payload[4:36]), bytes(payload[36:]))
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Cumulative: the device holds bytes [0, have) of the update."""
+
+    have: int
+
+    def pack(self) -> bytes:
+        return struct.pack("<I", self.have)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Ack:
+        return cls(*_fixed("<I", payload, "ACK"))
+
+
+@dataclass(frozen=True)
+class Nack:
+    """The device holds [0, have) and refused a chunk for `code` (GAP: resend from `have`)."""
+
+    have: int
+    code: int
+
+    def pack(self) -> bytes:
+        return struct.pack("<IB", self.have, self.code)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Nack:
+        return cls(*_fixed("<IB", payload, "NACK"))
+
+
+@dataclass(frozen=True)
+class Active:
+    """The weights now active: their update id (0: factory) and the SHA-256 of their image."""
+
+    active_id: int
+    digest: bytes
+
+    def pack(self) -> bytes:
+        return struct.pack("<I", self.active_id) + self.digest
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Active:
+        if len(payload) != 4 + DIGEST_BYTES:
+            raise ProtocolError(Code.BAD_LENGTH, f"ACTIVE payload is {len(payload)} bytes, expected 36")
+        return cls(struct.unpack_from("<I", payload)[0], bytes(payload[4:]))
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Make the weights with update id `to_id` (those in the inactive slot) active again."""
+
+    to_id: int
+
+    def pack(self) -> bytes:
+        return struct.pack("<I", self.to_id)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Rollback:
+        return cls(*_fixed("<I", payload, "ROLLBACK"))
+
+
+@dataclass(frozen=True)
+class Status:
+    """The device's session and slots."""
+
+    state: int
+    active_id: int
+    previous_id: int  # the inactive slot's update id, what ROLLBACK restores; NONE: empty
+    staged_id: int
+    have: int
+    total: int
+    dropped: int  # frames dropped silently (bad COBS/CRC), saturating
+    last_error: int
+    _S: ClassVar[struct.Struct] = struct.Struct("<BIIIIIHB")
+
+    def pack(self) -> bytes:
+        return self._S.pack(self.state, self.active_id, self.previous_id, self.staged_id, self.have, self.total,
+                            min(self.dropped, 0xFFFF), self.last_error)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Status:
+        return cls(*_fixed(cls._S.format, payload, "STATUS"))
+
+
+@dataclass(frozen=True)
+class Vector:
+    """INFER's input and OUTPUT's result: float32 values."""
+
+    values: np.ndarray  # (n,) float32
+
+    def pack(self) -> bytes:
+        return np.asarray(self.values, "<f4").tobytes()
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Vector:
+        if len(payload) % 4:
+            raise ProtocolError(Code.BAD_LENGTH, f"{len(payload)} bytes is not a whole number of float32")
+        return cls(np.frombuffer(payload, "<f4").astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Error:
+    """The device refused the frame of type `about` for `code`."""
+
+    code: int
+    about: int
+
+    def pack(self) -> bytes:
+        return struct.pack("<BB", self.code, self.about)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Error:
+        return cls(*_fixed("<BB", payload, "ERROR"))
+
+
+Message = Empty | Hello | Begin | Chunk | Commit | Rollback | Ack | Nack | Active | Status | Vector | Error
+
+MESSAGES: dict[MsgType, type] = {
+    MsgType.HELLO_REQ: Empty, MsgType.BEGIN: Begin, MsgType.CHUNK: Chunk, MsgType.COMMIT: Commit,
+    MsgType.STATUS_REQ: Empty, MsgType.ROLLBACK: Rollback, MsgType.INFER: Vector,
+    MsgType.HELLO: Hello, MsgType.ACK: Ack, MsgType.NACK: Nack, MsgType.ACTIVE: Active,
+    MsgType.STATUS: Status, MsgType.OUTPUT: Vector, MsgType.ERROR: Error,
+}
+
+
+def decode_message(kind: int, payload: bytes) -> Message:
+    """The message of type `kind`; ProtocolError BAD_TYPE or BAD_LENGTH if it is not one."""
+    try:
+        cls = MESSAGES[MsgType(kind)]
+    except ValueError:
+        raise ProtocolError(Code.BAD_TYPE, f"unknown message type 0x{kind:02x}") from None
+    return cls.unpack(payload)

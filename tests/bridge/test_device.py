@@ -1,0 +1,137 @@
+"""The device's state machine without a port: hostile and malformed frames are refused with a named
+code, nothing is written outside its buffers, and the active weights change only on a verified COMMIT."""
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_bridge import encoding as enc
+from firmware_bridge import image as img
+from firmware_bridge.emulator import Device
+from firmware_bridge.frame import FrameReader, encode
+from firmware_bridge.protocol import Active, Begin, Chunk, Code, Commit, Encoding, Error, MsgType, Nack, Rollback, Vector
+
+LAYERS = (img.Layer(3, 4, 1), img.Layer(2, 3, 0))
+START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
+
+
+def device(**kw):
+    return Device(LAYERS, START, max_frame=128, **kw)
+
+
+def send(dev, kind, message=None, seq=1, version=1, raw=None):
+    """The replies (type, message) of the device to one frame."""
+    wire = encode(kind, seq, raw if raw is not None else message.pack(), version=version)
+    return [(k, m) for item in FrameReader(dev.max_frame).feed(wire) for k, _, m in dev.handle(item)]
+
+
+def error(replies):
+    (kind, m), = replies
+    assert kind == MsgType.ERROR, replies
+    return Code(m.code)
+
+
+def test_named_refusals():
+    dev = device()
+    assert error(send(dev, MsgType.HELLO_REQ, raw=b"", version=2)) == Code.BAD_VERSION
+    assert error(send(dev, MsgType.CHUNK, Chunk(0, b"x"))) == Code.NOT_IN_SESSION
+    assert error(send(dev, MsgType.COMMIT, Commit(5, bytes(32)))) == Code.NOT_IN_SESSION
+    assert error(send(dev, MsgType.BEGIN, raw=b"\x01\x02")) == Code.BAD_LENGTH
+    assert error(send(dev, 0x42, raw=b"")) == Code.BAD_TYPE
+    assert error(send(dev, MsgType.ACK, raw=b"\0\0\0\0")) == Code.BAD_TYPE
+    assert error(send(dev, MsgType.BEGIN, Begin(1, 0, dev.slot_size + 1, 0, 0))) == Code.TOO_LARGE
+    assert error(send(dev, MsgType.BEGIN, Begin(1, 0, 8, 9, 0))) == Code.BAD_ENCODING
+    assert error(send(dev, MsgType.BEGIN, Begin(0, 0, 8, 0, 0))) == Code.BAD_FLAGS
+    assert error(send(dev, MsgType.BEGIN, Begin(1, 7, 8, Encoding.SPARSE_INT8, 0))) == Code.BASE_MISMATCH
+    assert error(send(dev, MsgType.INFER, Vector(np.zeros(5, np.float32)))) == Code.BAD_INPUT
+    assert error(send(dev, MsgType.ROLLBACK, Rollback(3))) == Code.NO_PREVIOUS
+    assert send(dev, MsgType.BEGIN, Begin(1, 0, 8, 0, 0))[0][0] == MsgType.ACK
+    assert error(send(dev, MsgType.CHUNK, Chunk(0xFFFFFFF0, b"abcd"))) == Code.OUT_OF_BOUNDS
+    assert error(send(dev, MsgType.CHUNK, Chunk(6, b"abcd"))) == Code.OUT_OF_BOUNDS
+    assert send(dev, MsgType.CHUNK, Chunk(4, b"abcd")) == [(MsgType.NACK, Nack(0, Code.GAP))]
+    assert send(dev, MsgType.CHUNK, Chunk(4, b"abcd")) == []  # one NACK per gap
+    assert error(send(dev, MsgType.COMMIT, Commit(1, bytes(32)))) == Code.INCOMPLETE
+    send(dev, MsgType.CHUNK, Chunk(0, bytes(8)))
+    assert error(send(dev, MsgType.COMMIT, Commit(1, bytes(32)))) == Code.BAD_UPDATE  # 8 bytes is not a head
+    assert np.array_equal(dev.weights, START) and dev.last_error == Code.BAD_UPDATE
+    assert dev.staging == bytearray(bytes(8) + bytes(dev.slot_size - 8))
+
+
+def test_bad_digest_and_forged_hmac_keep_the_weights():
+    target = START + 1
+    update = enc.encode(target, LAYERS, Encoding.F32)
+    for key, hmac_key, code in [(None, None, Code.BAD_DIGEST), (b"k" * 16, b"x" * 16, Code.BAD_SIGNATURE)]:
+        dev = device(key=key)
+        flags = 1 if hmac_key else 0
+        begin = Begin(9, 0, len(update), Encoding.F32, flags)
+        send(dev, MsgType.BEGIN, begin)
+        for at in range(0, len(update), 40):
+            send(dev, MsgType.CHUNK, Chunk(at, update[at:at + 40]))
+        digest = img.digest(target) if hmac_key else img.digest(START)
+        mac = enc.signature(hmac_key, begin, digest) if hmac_key else b""
+        assert error(send(dev, MsgType.COMMIT, Commit(9, digest, mac))) == code
+        assert np.array_equal(dev.weights, START) and dev.session is None
+
+
+def test_commit_swaps_and_is_idempotent():
+    dev = device()
+    target = START * 2
+    update = enc.encode(target, LAYERS, Encoding.F16)
+    send(dev, MsgType.BEGIN, Begin(9, 0, len(update), Encoding.F16, 0))
+    send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
+    send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
+    digest = img.digest(enc.decode(update, LAYERS, Encoding.F16))
+    first = send(dev, MsgType.COMMIT, Commit(9, digest))
+    assert first == send(dev, MsgType.COMMIT, Commit(9, digest)) == [(MsgType.ACTIVE, Active(9, digest))]
+    assert np.allclose(dev.weights, target, atol=1e-2) and dev.ids == [0, 9]
+
+
+frames = st.one_of(
+    st.binary(max_size=80),
+    st.builds(lambda k, s, p: encode(k, s, p), st.sampled_from(list(MsgType)), st.integers(0, 0xFFFF),
+              st.binary(max_size=50)),
+    st.builds(lambda o, d: encode(MsgType.CHUNK, 1, struct.pack("<I", o) + d), st.integers(0, 2**32 - 1),
+              st.binary(min_size=1, max_size=40)),
+    st.builds(lambda b: encode(MsgType.BEGIN, 1, b.pack()), st.builds(
+        Begin, st.integers(0, 3), st.integers(0, 2), st.integers(0, 200), st.integers(0, 6), st.integers(0, 3))),
+    st.builds(lambda c: encode(MsgType.COMMIT, 1, c.pack()), st.builds(
+        Commit, st.integers(0, 3), st.binary(min_size=32, max_size=32))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frames, max_size=30))
+def test_hostile_streams_never_crash_or_change_the_weights(stream):
+    dev = device()
+    reader = FrameReader(dev.max_frame)
+    for wire in stream:
+        for item in reader.feed(wire + b"\x00"):
+            for kind, _, m in dev.handle(item):
+                if kind == MsgType.ERROR:
+                    assert Code(m.code) != Code.OK and isinstance(m, Error)
+    assert np.array_equal(dev.weights, START) and len(dev.staging) == dev.slot_size
+    assert dev.slots.shape == (2, START.size)
+
+
+def test_rollback_is_idempotent():
+    dev = device()
+    update = enc.encode(START + 1, LAYERS, Encoding.F32)
+    send(dev, MsgType.BEGIN, Begin(4, 0, len(update), 0, 0))
+    send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
+    send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
+    send(dev, MsgType.COMMIT, Commit(4, img.digest(START + 1)))
+    assert dev.ids[dev.active] == 4
+    for _ in range(2):
+        assert send(dev, MsgType.ROLLBACK, Rollback(0))[0][1].active_id == 0
+    assert np.array_equal(dev.weights, START)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_infer_runs_the_active_slot(n):
+    dev = device()
+    x = np.arange(4, dtype=np.float32) - n
+    (kind, out), = send(dev, MsgType.INFER, Vector(x))
+    assert kind == MsgType.OUTPUT and np.allclose(out.values, img.forward(START, LAYERS, x))
