@@ -5,6 +5,8 @@
                    [--epochs E] [--checkpoint FILE] [--resume] [--out DIR] [--json] [--plot FILE]
     edgefdfa info MODEL [--head N]
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
+    edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--encoding f32|f16|int8|sparse] [--key FILE] [--verify]
+    edgefdfa device --port PORT [--key FILE] [--model CHECKPOINT_OR_MODEL]
 """
 
 from __future__ import annotations
@@ -263,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("onnx", "tflite", "c", "c-int8", "bundle"))
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(run=export_cmd)
+
+    from firmware_bridge import emulator as bridge_device
+    from firmware_bridge import host as bridge_host
+
+    p = sub.add_parser("push", help="stream a checkpoint's or model's head to a microcontroller over serial")
+    bridge_host.add_arguments(p)
+    p.set_defaults(run=bridge_host.run)
+    p = sub.add_parser("device", help="an emulated device serving the bridge protocol on a serial port")
+    bridge_device.add_arguments(p)
+    p.set_defaults(run=bridge_device.run)
     return parser
 
 

@@ -183,6 +183,8 @@ class Device:
             raise ProtocolError(Code.BAD_LENGTH, "the COMMIT's HMAC does not match BEGIN's SIGNED flag")
         if self.key and not enc.verify(self.key, s, c.digest, c.hmac):
             raise ProtocolError(Code.BAD_SIGNATURE, "the HMAC does not verify")
+        if s.encoding == Encoding.SPARSE_INT8 and s.base_id != self.ids[self.active]:
+            raise ProtocolError(Code.BASE_MISMATCH, f"delta against {s.base_id}, active is {self.ids[self.active]}")
         inactive = 1 - self.active
         self.valid[inactive] = False
         enc.decode(bytes(self.staging[:s.total]), self.layers, s.encoding, self.weights, out=self.slots[inactive])
@@ -235,14 +237,16 @@ def device_from(path: str | None, key: bytes | None, layers: str = "24,32,4") ->
     return Device(img.layers_of(head), img.image_of(head), key=key)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m firmware_bridge.emulator --port PORT [--key FILE] [--model PATH]`: serve until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="edgefdfa device", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `edgefdfa device` (for this module's main and for edgefdfa's CLI)."""
     parser.add_argument("--port", required=True, help="device path or pyserial URL to serve on")
     parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed updates")
     parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
     parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`edgefdfa device`: an emulated device serving a port until Ctrl-C or the port goes away."""
     key = Path(args.key).read_bytes() if args.key else None
     emulator = Emulator(args.port, device_from(args.model, key, args.layers))
     print(f"edgefdfa device on {args.port}: {len(emulator.device.layers)} layers, slot {emulator.device.slot_size} bytes"
@@ -254,6 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         emulator.port.close()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m firmware_bridge.emulator --port PORT [--key FILE] [--model PATH]`."""
+    parser = argparse.ArgumentParser(prog="edgefdfa device", description=run.__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

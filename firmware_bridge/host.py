@@ -266,11 +266,8 @@ def rollback(port: str | serial.SerialBase, *, timeout: float = 0.5, retries: in
         return s.request(MsgType.ROLLBACK, Active, Rollback(before.previous_id))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`edgefdfa push`: push a checkpoint's or model's head to a device, with a progress bar and a report."""
-    from tqdm import tqdm
-
-    parser = argparse.ArgumentParser(prog="edgefdfa push", description=main.__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `edgefdfa push` (for this module's main and for edgefdfa's CLI)."""
     parser.add_argument("model", metavar="CHECKPOINT_OR_MODEL", help="checkpoint, .onnx/.tflite model or head bundle")
     parser.add_argument("--port", required=True, help="device path or pyserial URL (socket://, rfc2217://, loop://)")
     parser.add_argument("--baud", type=int, default=115200)
@@ -279,7 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="check the device's INFER against the host's")
     parser.add_argument("--mirror", help="directory where the host keeps what devices hold (for sparse pushes)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for a reply before resending (default: from --baud)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`edgefdfa push`: push a checkpoint's or model's head to a device, with a progress bar and a report."""
+    from tqdm import tqdm
+
     key = Path(args.key).read_bytes() if args.key else None
     head = img.head_from(args.model)
     with tqdm(unit="B", unit_scale=True, desc="push", leave=False) as bar:
@@ -299,5 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """`edgefdfa push` on its own: parse `argv` (CHECKPOINT_OR_MODEL --port PORT ...) and run it."""
+    parser = argparse.ArgumentParser(prog="edgefdfa push", description=run.__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+

@@ -16,13 +16,13 @@ from edgefdfa.export import head_of
 from firmware_bridge import image as img
 from firmware_bridge.emulator import Device, Emulator
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs POSIX pseudo-terminals")
-
 
 class Pty:
     """One pty: the relay owns the master; `path` is the slave a serial port opens (held open raw)."""
 
     def __init__(self):
+        if not hasattr(os, "openpty"):
+            pytest.skip("needs POSIX pseudo-terminals")
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.path = os.ttyname(self.slave)

@@ -1,6 +1,7 @@
 """`edgefdfa push` and `edgefdfa device` entry points (firmware_bridge.host.main, emulator.main): the
 emulator as a real subprocess on one pty, the host's main on the other."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -51,7 +52,12 @@ def test_push_a_checkpoint_to_a_device_process(tmp_path, device_process, heads, 
             "--mirror", str(tmp_path / "mirror")]
     assert host.main(args + ["--encoding", "sparse"]) == 0
     assert "(f32)" in capsys.readouterr().out  # nothing mirrored yet: the first sparse push is whole
-    assert host.main(args + ["--encoding", "sparse"]) == 0
+    cli = argparse.ArgumentParser(prog="edgefdfa")  # the wiring edgefdfa/cli.py gets
+    sub = cli.add_subparsers(dest="command", required=True)
+    host.add_arguments(sub.add_parser("push"))
+    sub.choices["push"].set_defaults(run=host.run)
+    parsed = cli.parse_args(["push", *args, "--encoding", "sparse"])
+    assert parsed.run(parsed) == 0
     out = capsys.readouterr().out
     assert "(sparse)" in out and "parity max|device-host| 0" in out
     head = img.head_from(str(tmp_path / "learner.ckpt"))

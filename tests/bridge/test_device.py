@@ -135,3 +135,22 @@ def test_infer_runs_the_active_slot(n):
     x = np.arange(4, dtype=np.float32) - n
     (kind, out), = send(dev, MsgType.INFER, Vector(x))
     assert kind == MsgType.OUTPUT and np.allclose(out.values, img.forward(START, LAYERS, x))
+
+
+def test_rollback_during_a_sparse_session_fails_its_commit_by_name():
+    dev = device()
+    update = enc.encode(START + 1, LAYERS, Encoding.F32)
+    send(dev, MsgType.BEGIN, Begin(4, 0, len(update), 0, 0))
+    send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
+    send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
+    send(dev, MsgType.COMMIT, Commit(4, img.digest(START + 1)))
+    target = START + 1
+    target[[2, 7]] += 0.5  # a sparse change: two weights
+    delta = enc.encode(target, LAYERS, Encoding.SPARSE_INT8, base=START + 1)
+    send(dev, MsgType.BEGIN, Begin(5, 4, len(delta), Encoding.SPARSE_INT8, 0))
+    for at in range(0, len(delta), 40):
+        send(dev, MsgType.CHUNK, Chunk(at, delta[at:at + 40]))
+    send(dev, MsgType.ROLLBACK, Rollback(0))
+    digest = img.digest(enc.decode(delta, LAYERS, Encoding.SPARSE_INT8, START + 1))
+    assert error(send(dev, MsgType.COMMIT, Commit(5, digest))) == Code.BASE_MISMATCH
+    assert np.array_equal(dev.weights, START)
