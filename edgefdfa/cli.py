@@ -195,7 +195,7 @@ def info(args: argparse.Namespace) -> int:
     ops = Counter(desc.operators)
     print(f"ops      {len(desc.operators)}: " + ", ".join(f"{op} x{n}" if n > 1 else op for op, n in ops.items()))
     backbone = (f"backbone in {backend_module(model.suffix).NAME} -> {_shape(model.split.head_input.shape)}"
-                if model.backbone else "no backbone")
+                if model.split.backbone is not None else "no backbone")
     print(f"split    {backbone} -> head of {len(model.split.head)} dense layer(s)"
           + (" -> softmax" if model.split.softmax else ""))
     total = 0

@@ -12,7 +12,6 @@ Formats and backends are plugins chosen by the file's suffix (formats/<name>.py,
 
 from __future__ import annotations
 
-import functools
 import importlib
 import math
 import os
@@ -92,14 +91,6 @@ class EdgeModel:
     @property
     def n_features(self) -> int:
         return self.learner.n_inputs
-
-    @functools.cached_property
-    def backbone(self):
-        """The backbone alone in the interpreter (a backend Session), None when the head starts at the
-        input; built on first use: observe runs the whole file instead."""
-        if self.split.backbone is None:
-            return None
-        return backend_module(self.suffix).Session(self.split.backbone, self.threads, f"{self.name} (backbone)")
 
     def observe(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """(what the file outputs for x with the head as it is now, the head's input (n_features,)), as
