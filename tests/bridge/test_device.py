@@ -116,13 +116,18 @@ def test_hostile_streams_never_crash_or_change_the_weights(stream):
     assert dev.slots.shape == (2, START.size)
 
 
-def test_rollback_is_idempotent():
-    dev = device()
-    update = enc.encode(START + 1, LAYERS, Encoding.F32)
-    send(dev, MsgType.BEGIN, Begin(4, 0, len(update), 0, 0))
+def commit_f32(dev, target, update_id):
+    """A complete float32 update of `target`, in two chunks, committed and made active."""
+    update = enc.encode(target, LAYERS, Encoding.F32)
+    send(dev, MsgType.BEGIN, Begin(update_id, 0, len(update), 0, 0))
     send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
     send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
-    send(dev, MsgType.COMMIT, Commit(4, img.digest(START + 1)))
+    send(dev, MsgType.COMMIT, Commit(update_id, img.digest(target)))
+
+
+def test_rollback_is_idempotent():
+    dev = device()
+    commit_f32(dev, START + 1, update_id=4)
     assert dev.ids[dev.active] == 4
     for _ in range(2):
         assert send(dev, MsgType.ROLLBACK, Rollback(0))[0][1].active_id == 0
@@ -139,11 +144,7 @@ def test_infer_runs_the_active_slot(n):
 
 def test_rollback_during_a_sparse_session_fails_its_commit_by_name():
     dev = device()
-    update = enc.encode(START + 1, LAYERS, Encoding.F32)
-    send(dev, MsgType.BEGIN, Begin(4, 0, len(update), 0, 0))
-    send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
-    send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
-    send(dev, MsgType.COMMIT, Commit(4, img.digest(START + 1)))
+    commit_f32(dev, START + 1, update_id=4)
     target = START + 1
     target[[2, 7]] += 0.5  # a sparse change: two weights
     delta = enc.encode(target, LAYERS, Encoding.SPARSE_INT8, base=START + 1)
