@@ -58,19 +58,77 @@ def _sparse(ts: list[np.ndarray], bases: list[np.ndarray], budget: int | None) -
     scales = [np.float32(np.abs(d).max() / 127) if d.size else np.float32(0) for d in deltas]
     qs = [np.clip(np.rint(d / s), -127, 127).astype(np.int8) if s > 0 else np.zeros(d.size, np.int8)
           for d, s in zip(deltas, scales)]
-    keep = [q != 0 for q in qs]
+    indices = [np.flatnonzero(q) for q in qs]
     if budget is not None:
-        room = max((budget - _SPARSE_HEAD.size * len(ts)) // 5, 0)
-        magnitude = np.concatenate([np.where(k, np.abs(d), -1.0) for k, d in zip(keep, deltas)])
-        if (magnitude >= 0).sum() > room:
-            cut = np.zeros(magnitude.size, bool)
-            cut[np.argsort(-magnitude, kind="stable")[:room]] = True
-            keep = [k & c for k, c in zip(keep, np.split(cut, np.cumsum([d.size for d in deltas])[:-1]))]
+        indices = _largest_within(indices, deltas, budget - _SPARSE_HEAD.size * len(ts))
     out = bytearray()
-    for q, s, k in zip(qs, scales, keep):
-        index = np.flatnonzero(k).astype("<u4")
-        out += _SPARSE_HEAD.pack(index.size, s) + index.tobytes() + q[index].tobytes()
+    for q, s, index in zip(qs, scales, indices):
+        out += _SPARSE_HEAD.pack(index.size, s) + varints(np.diff(index, prepend=-1) - 1) + q[index].tobytes()
     return bytes(out)
+
+
+def _largest_within(indices: list[np.ndarray], deltas: list[np.ndarray], room: int) -> list[np.ndarray]:
+    """The entries to send when all of them would take more than `room` bytes: the largest |delta|
+    first, fewer until their indices (varints) and values fit."""
+    def cost(chosen: list[np.ndarray]) -> int:
+        return sum(len(varints(np.diff(i, prepend=-1) - 1)) + i.size for i in chosen)
+
+    if cost(indices) <= room:
+        return indices
+    sizes = [i.size for i in indices]
+    order = np.argsort(-np.concatenate([np.abs(d[i]) for d, i in zip(deltas, indices)]), kind="stable")
+    lo, hi = 0, min(order.size, max(room, 0) // 2)  # an entry costs at least 2 bytes
+    while lo < hi:  # the most entries, largest first, that fit
+        k = (lo + hi + 1) // 2
+        if cost(_take(indices, sizes, order[:k])) <= room:
+            lo = k
+        else:
+            hi = k - 1
+    return _take(indices, sizes, order[:lo])
+
+
+def _take(indices: list[np.ndarray], sizes: list[int], picks: np.ndarray) -> list[np.ndarray]:
+    """The sorted indices, per tensor, of the entries `picks` names in the concatenation."""
+    mask = np.zeros(sum(sizes), bool)
+    mask[picks] = True
+    return [i[m] for i, m in zip(indices, np.split(mask, np.cumsum(sizes)[:-1]))]
+
+
+def varints(values: np.ndarray) -> bytes:
+    """Unsigned LEB128 of each value (< 2**32): 7 bits a byte, low first, 0x80 = more follow."""
+    v = np.asarray(values, np.uint64)
+    n_bytes = np.ones(v.size, np.int64)
+    for shift in (7, 14, 21, 28):
+        n_bytes += v >= (1 << shift)
+    out = np.empty(int(n_bytes.sum()), np.uint8)
+    ends = np.cumsum(n_bytes)
+    starts = ends - n_bytes
+    for k in range(int(n_bytes.max(initial=0))):
+        has = n_bytes > k
+        byte = (v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        more = (n_bytes[has] > k + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[has] + k] = (byte | more).astype(np.uint8)
+    return out.tobytes()
+
+
+def _read_varints(buf: memoryview, at: int, count: int) -> tuple[np.ndarray, int]:
+    """`count` LEB128 values from buf[at:], and the offset after them; BAD_UPDATE if they do not parse."""
+    raw = np.frombuffer(buf, np.uint8, offset=at)
+    ends = np.flatnonzero(raw < 0x80)[:count]
+    if ends.size < count:
+        raise ProtocolError(Code.BAD_UPDATE, f"the update ends inside its {count} sparse indices")
+    if count == 0:
+        return np.zeros(0, np.int64), at
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    if np.any(ends - starts >= 5) and np.any(raw[ends[ends - starts >= 5]] > 0x0F):
+        raise ProtocolError(Code.BAD_UPDATE, "a sparse index varint longer than 32 bits")
+    if np.any(ends - starts > 4):
+        raise ProtocolError(Code.BAD_UPDATE, "a sparse index varint longer than 5 bytes")
+    values = np.zeros(count, np.int64)
+    for k in range(5):
+        has = starts + k <= ends
+        values[has] |= (raw[starts[has] + k].astype(np.int64) & 0x7F) << (7 * k)
+    return values, at + int(ends[-1]) + 1
 
 
 def decode(update: bytes, layers: Sequence[Layer], encoding: int, base: np.ndarray | None = None,
@@ -114,10 +172,11 @@ def decode(update: bytes, layers: Sequence[Layer], encoding: int, base: np.ndarr
             count, scale = struct.unpack("<If", take(_SPARSE_HEAD.size, "u1").tobytes())
             if count > flat.size:
                 raise ProtocolError(Code.BAD_UPDATE, f"{count} sparse entries for a tensor of {flat.size}")
-            index = take(count, "<u4")
+            gaps, at = _read_varints(buf, at, count)
+            index = np.cumsum(gaps + 1) - 1
             q = take(count, "i1")
-            if count and (index[-1] >= flat.size or np.any(np.diff(index.astype(np.int64)) <= 0)):
-                raise ProtocolError(Code.BAD_UPDATE, "sparse indices out of range or not increasing")
+            if count and index[-1] >= flat.size:
+                raise ProtocolError(Code.BAD_UPDATE, f"sparse index {index[-1]} past a tensor of {flat.size}")
             flat[index] = flat[index] + q.astype(np.float32) * np.float32(scale)
     if at != len(buf):
         raise ProtocolError(Code.BAD_UPDATE, f"{len(buf) - at} bytes left over after the last tensor")
