@@ -39,7 +39,10 @@ def demo(args: argparse.Namespace) -> int:
     names = {"frozen": "frozen", "fdfa": "fdfa (on device)", "bp": "bp (reference)"}
     for name, m in summary["models"].items():
         print(f"{names[name]:18} {m['before_shift']:12.1%} {m['after_shift']:12.1%} {m['last_100']:9.1%}")
-    print()
+    d = summary["device"]
+    print(f"\npushed to an emulated device over a serial line: {d['encoding']} update of {d['payload_bytes']:,} bytes "
+          f"({d['wire_bytes']:,} on the wire; float32 would be {d['f32_bytes']:,}); device answers vs the host's: "
+          f"max |diff| {d['parity']:.2g}, same class on {d['same_class']:.0%} of {d['checked']} windows\n")
     for kind, path in summary["files"].items():
         print(f"{kind:7} {path}")
     return 0

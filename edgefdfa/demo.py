@@ -7,6 +7,8 @@ stream the watch is strapped on upside down: the x and y axes of both sensors ar
 copies of the shipped imu-activity model see the same windows, test-then-train: frozen, adapted
 with FDFA, and adapted with BP as the reference. The FDFA-adapted head is then written into both
 shipped model files and a C header, and each file is run in its interpreter to check its answers.
+Last, it is pushed as a sparse int8 delta over a serial line (a pair of pseudo-terminals) to an
+emulated microcontroller holding the shipped head, whose answers are checked against the host's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from . import datasets
 from .atomic import atomic_write
 from .export import export
+from .formats.base import Dense
 from .formats import tflite as tflite_format
 from .model import EdgeModel, backend_module, load
 from .online import OnlineRun, RunConfig
@@ -84,6 +87,30 @@ def write_adapted(model: EdgeModel, out: Path, check: list[np.ndarray]) -> dict[
     return {k: str(v) for k, v in files.items()}
 
 
+def push_to_device(model: EdgeModel, factory: list[Dense], check: list[np.ndarray]) -> dict:
+    """Push the adapted head to an emulated device that holds `factory`; its answers on `check`."""
+    from firmware_bridge import host
+    from firmware_bridge import image as img
+    from firmware_bridge.cable import Cable
+    from firmware_bridge.emulator import Device, Emulator
+    from firmware_bridge.protocol import model_id
+
+    layers = img.layers_of(factory)
+    images = {(model_id(layers), 0): img.image_of(factory)}  # the host knows the device's factory weights
+    with Cable() as cable:
+        emulator = Emulator(cable.device, Device(layers, img.image_of(factory))).start()
+        try:
+            report = host.push(cable.host, model.head(), encoding="sparse", images=images, verify=True)
+            features = [model.features(x) for x in check]
+            device = np.array([host.infer(cable.host, f) for f in features])
+        finally:
+            emulator.stop()
+    host_answers = np.array([model.output_one(x) for x in check])
+    return dict(encoding=report.encoding, payload_bytes=report.payload_bytes, wire_bytes=report.wire_bytes,
+                f32_bytes=4 * img.size(layers), parity=report.parity, vs_float_head=report.drift,
+                same_class=float(np.mean(device.argmax(1) == host_answers.argmax(1))), checked=len(check))
+
+
 def demo(out: Path, plot: bool = True) -> dict:
     samples, shift = imu_stream()
     path = MODELS / "imu-activity.onnx"
@@ -91,6 +118,7 @@ def demo(out: Path, plot: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     windows = [np.stack([s.x for s in samples[k - WINDOW:k]]) for k in range(len(samples) - 200, len(samples), 20)]
     files = write_adapted(results[1].run.model, out, windows)
+    device = push_to_device(results[1].run.model, results[0].run.model.head(), windows)
     summary = {
         "stream": dict(steps=len(samples), windows_of=WINDOW, hop=HOP, shift_at_step=shift,
                        shift="watch strapped on upside down: x and y axes of both sensors reversed"),
@@ -98,6 +126,7 @@ def demo(out: Path, plot: bool = True) -> dict:
                                 drift_points=[e["scored"] for e in r.run.events if e["kind"] == "drift"])
                    for r in results},
         "files": files,
+        "device": device,
     }
     if plot:
         from .plot import plot_runs

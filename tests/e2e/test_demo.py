@@ -21,6 +21,10 @@ def test_demo_adapted_model_beats_frozen_after_the_shift(tmp_path):
     assert any(s >= 397 for s in frozen["drift_points"])  # the frozen model's loss shows the shift
     for key in ("onnx", "tflite", "c", "plot"):
         assert (tmp_path / summary["files"][key].split("/")[-1]).stat().st_size > 0
+    device = summary["device"]  # the adapted head, pushed as a sparse delta to an emulated device
+    assert device["encoding"] == "sparse" and device["payload_bytes"] < device["f32_bytes"]
+    assert device["parity"] <= 1e-5  # the device answers as the host computes from what it sent
+    assert device["same_class"] >= 0.9 and device["checked"] >= 10  # ... and as the adapted float head
     onnx_model = edgefdfa.load(summary["files"]["onnx"])
     tflite_model = edgefdfa.load(summary["files"]["tflite"])
     assert np.allclose(onnx_model.learner.net.params, tflite_model.learner.net.params)
@@ -31,3 +35,4 @@ def test_demo_table_for_people(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "after shift" in proc.stdout and "fdfa (on device)" in proc.stdout
+    assert "pushed to an emulated device over a serial line: sparse update" in proc.stdout
