@@ -24,6 +24,7 @@ import numpy as np
 from .errors import ConfigError, EdgeFDFAError
 from .rules import RULES as RULE_NAMES
 
+
 def demo(args: argparse.Namespace) -> int:
     """The main job: a smartwatch stream with a sensor shift, frozen vs adapted on the device."""
     from .demo import demo as run_demo

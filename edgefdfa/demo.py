@@ -22,8 +22,8 @@ import numpy as np
 from . import datasets
 from .atomic import atomic_write
 from .export import export
-from .formats.base import Dense
 from .formats import tflite as tflite_format
+from .formats.base import Dense
 from .model import EdgeModel, backend_module, load
 from .online import OnlineRun, RunConfig
 from .stream import Sample, Window
