@@ -1,0 +1,200 @@
+/* edgefdfa_rx: the device side of the firmware bridge (firmware_bridge/PROTOCOL.md, version 1).
+ *
+ * Freestanding C99: no malloc, no libc beyond memcpy/memset; every buffer is the caller's, sized by
+ * the macros below, and the whole receiver state is one struct the caller may allocate statically.
+ * Bytes from the UART go into efb_rx_feed; replies leave through the config's write callback. The
+ * receiver decodes a verified update into the inactive slot, asks the persist callback to store it,
+ * and only then flips the active index (one write), so a reset at any moment leaves either the old
+ * weights or the new ones active. INFER runs the active slot through edgefdfa_head_forward.
+ *
+ * Little-endian targets only (the wire and the weight image are little-endian float32; init checks).
+ * Not reentrant: call feed, forward and the accessors from one context.
+ */
+#ifndef EDGEFDFA_RX_H
+#define EDGEFDFA_RX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgefdfa_head.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define EFB_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define EFB_MUST_CHECK
+#endif
+
+#define EFB_VERSION 1              /* the protocol version this receiver speaks */
+#define EFB_MIN_FRAME 128          /* the range of max_frame (PROTOCOL.md §1) */
+#define EFB_MAX_FRAME 4096
+#define EFB_DIGEST_BYTES 32        /* SHA-256 and HMAC-SHA256 */
+#define EFB_NO_ID 0xFFFFFFFFu      /* STATUS previous_id of an empty inactive slot */
+#ifndef EFB_MAX_LAYERS
+#define EFB_MAX_LAYERS 8           /* layers a head may have; build everything with the same value */
+#endif
+
+/* Bytes of each of the two frame buffers (receive and transmit) for a given max_frame: the longest
+ * COBS record of a max_frame-byte frame plus its delimiter. */
+#define EFB_BUF_SIZE(max_frame) ((max_frame) + (max_frame) / 254u + 2u)
+/* Floats of forward-pass scratch: the input (n_in of layer 0), the output (n_out of the last
+ * layer) and two rows of the widest layer output. */
+#define EFB_SCRATCH_LEN(n_in, n_out, widest) ((n_in) + (n_out) + 2u * (widest))
+/* Bytes of one weight image (slot_size): 4 x sum over layers of n_out * (n_in + 1). */
+#define EFB_LAYER_BYTES(n_out, n_in) (4u * (uint32_t)(n_out) * ((uint32_t)(n_in) + 1u))
+
+/* The protocol's error codes (PROTOCOL.md §7), one byte on the wire in ERROR, NACK and STATUS. */
+typedef enum {
+    EFB_OK = 0,
+    EFB_BAD_COBS = 1,        /* the record is not valid COBS */
+    EFB_BAD_CRC = 2,         /* CRC-32 mismatch */
+    EFB_BAD_MAGIC = 3,       /* the first two bytes are not "EB" */
+    EFB_BAD_VERSION = 4,     /* a protocol version this side does not speak */
+    EFB_BAD_LENGTH = 5,      /* a frame or payload length that does not match its header or type */
+    EFB_BAD_TYPE = 6,        /* an unknown message type, or one the receiver never accepts */
+    EFB_TOO_LONG = 7,        /* a frame longer than max_frame */
+    EFB_NOT_IN_SESSION = 8,  /* CHUNK or COMMIT with no matching BEGIN */
+    EFB_OUT_OF_BOUNDS = 9,   /* a chunk reaching past total */
+    EFB_TOO_LARGE = 10,      /* BEGIN total over slot_size */
+    EFB_BAD_ENCODING = 11,   /* an encoding the device does not accept */
+    EFB_INCOMPLETE = 12,     /* COMMIT before all total bytes arrived */
+    EFB_BAD_DIGEST = 13,     /* the decoded image's SHA-256 is not COMMIT's, or another update_id */
+    EFB_BAD_SIGNATURE = 14,  /* the HMAC does not verify */
+    EFB_UNSIGNED = 15,       /* a KEYED device got an update without a signature */
+    EFB_BASE_MISMATCH = 16,  /* a sparse delta against weights the device does not hold */
+    EFB_BAD_UPDATE = 17,     /* the update does not parse in its encoding (also: persisting failed) */
+    EFB_NO_PREVIOUS = 18,    /* ROLLBACK to weights the inactive slot does not hold (also: persisting failed) */
+    EFB_BAD_INPUT = 19,      /* INFER input of the wrong size or not finite */
+    EFB_GAP = 20,            /* (NACK) a chunk arrived past have */
+    EFB_BAD_FLAGS = 21,      /* unknown flag bits, or update_id 0 */
+    EFB_MODEL_MISMATCH = 22, /* (host only) */
+    EFB_TIMEOUT = 23         /* (host only) */
+} efb_code;
+
+/* The update encodings (PROTOCOL.md §4); bit e of efb_rx_config.encodings accepts encoding e. */
+typedef enum {
+    EFB_F32 = 0,
+    EFB_F16 = 1,
+    EFB_INT8_TENSOR = 2,
+    EFB_INT8_CHANNEL = 3,
+    EFB_SPARSE_INT8 = 4
+} efb_encoding;
+#define EFB_ALL_ENCODINGS 0x1Fu
+
+/* Why efb_rx_init refused a configuration or a restored state. */
+typedef enum {
+    EFB_RX_OK = 0,
+    EFB_RX_BAD_ARGUMENT,      /* a NULL receiver, config, buffer or write callback */
+    EFB_RX_BAD_LAYERS,        /* 0 or > EFB_MAX_LAYERS layers, a zero size, n_in != previous n_out,
+                                 an activation outside edgefdfa_activation */
+    EFB_RX_BAD_MAX_FRAME,     /* max_frame outside 128..4096, or HELLO or OUTPUT would not fit it */
+    EFB_RX_BAD_SLOT_SIZE,     /* slot_size is not 4 x the head's parameter count */
+    EFB_RX_BAD_ENCODINGS,     /* no encoding accepted, or a bit above EFB_SPARSE_INT8 */
+    EFB_RX_SCRATCH_TOO_SMALL, /* scratch_len < EFB_SCRATCH_LEN(...) of the head */
+    EFB_RX_BAD_STATE,         /* a restored state record that fails its checks, or whose active
+                                 slot does not hash to its digest */
+    EFB_RX_BIG_ENDIAN         /* this target is not little-endian */
+} efb_rx_status;
+
+/* One row of the layer table (HELLO): W (n_out, n_in), b (n_out), an edgefdfa_activation. */
+typedef struct {
+    uint16_t n_out, n_in;
+    uint8_t activation;
+} efb_layer;
+
+#define EFB_STATE_MAGIC 0x74734245u /* "EBst" little-endian */
+#define EFB_STATE_VERSION 1
+
+/* The persistent record: which slot is active and what each slot holds. Store it as its
+ * sizeof(efb_rx_state) bytes with the slots; hand it back to efb_rx_init after a reset. */
+typedef struct {
+    uint32_t magic;                         /* EFB_STATE_MAGIC */
+    uint32_t generation;                    /* +1 on every persist: of two stored copies (A/B), the
+                                               one that passes efb_rx_state_ok with the larger
+                                               generation is current */
+    uint32_t ids[2];                        /* update id of each slot's image (0: factory) */
+    uint8_t digest[2][EFB_DIGEST_BYTES];    /* SHA-256 of each slot's image, checked at init */
+    uint8_t active;                         /* index of the active slot, 0 or 1 */
+    uint8_t valid;                          /* bit s set: slot s holds a verified image */
+    uint8_t version;                        /* EFB_STATE_VERSION */
+    uint8_t reserved;                       /* 0 */
+    uint32_t crc;                           /* CRC-32 of every byte before this field */
+} efb_rx_state;
+
+/* Send bytes to the host: one call per reply frame (COBS-encoded, with its 0x00 delimiter). */
+typedef void (*efb_write_fn)(void *ctx, const uint8_t *bytes, size_t n);
+
+/* Persist `next` (and, if slot >= 0, the image now in slots[slot], slot_size bytes) before the
+ * receiver makes it current. Write the image first, then the record, so a reset in between leaves
+ * the old record (init then finds that slot's digest stale and treats it as empty). Return 0 on
+ * success; anything else keeps the old active slot and answers the request with an ERROR. */
+typedef int (*efb_persist_fn)(void *ctx, const efb_rx_state *next, int slot);
+
+/* Everything the receiver needs; the pointers must stay valid for the receiver's life. */
+typedef struct {
+    const efb_layer *layers;  /* (n_layers,) the head's layer table */
+    uint8_t n_layers;         /* 1 .. EFB_MAX_LAYERS */
+    uint16_t max_frame;       /* 128 .. 4096: the longest decoded frame accepted and sent */
+    uint8_t encodings;        /* bit e: efb_encoding e accepted (EFB_ALL_ENCODINGS) */
+    const uint8_t *key;       /* pre-shared HMAC key, or NULL: not KEYED */
+    size_t key_len;           /* bytes of key; 0 also means not KEYED */
+    uint32_t slot_size;       /* bytes of one image: sum of EFB_LAYER_BYTES over the layers */
+    float *slots[2];          /* two images, slot_size bytes each (slot 0: factory weights) */
+    uint8_t *staging;         /* slot_size bytes: CHUNKs land here */
+    uint8_t *rx_buf;          /* EFB_BUF_SIZE(max_frame) bytes: the record being received */
+    uint8_t *tx_buf;          /* EFB_BUF_SIZE(max_frame) bytes: the reply being sent */
+    float *scratch;           /* scratch_len floats for INFER */
+    size_t scratch_len;       /* >= EFB_SCRATCH_LEN(layers[0].n_in, layers[L-1].n_out, widest n_out) */
+    efb_write_fn write;       /* required */
+    efb_persist_fn persist;   /* NULL: nothing to persist (slots in RAM only) */
+    void *ctx;                /* passed to write and persist */
+} efb_rx_config;
+
+/* The receiver. Fields are private: read them through the accessors. */
+typedef struct {
+    efb_rx_config cfg;
+    efb_rx_state state;              /* what the slots hold, as last persisted */
+    edgefdfa_layer head[EFB_MAX_LAYERS];
+    uint32_t model_id;               /* CRC-32 of the layer table */
+    uint32_t record_len;             /* bytes of the record in rx_buf */
+    uint32_t record_limit;           /* longest record kept: max_frame + ceil(max_frame/254) + 1 */
+    uint8_t overlong;                /* the record passed record_limit: dropped at its 0x00 */
+    uint8_t in_session;              /* RECEIVING */
+    uint8_t nacked;                  /* a GAP NACK was sent at have == nacked_at */
+    uint8_t last_error;              /* efb_code of the last ERROR or NACK sent */
+    uint32_t update_id, base_id, total; /* the session's BEGIN */
+    uint8_t encoding, flags;
+    uint16_t dropped;                /* frames dropped silently, saturating */
+    uint32_t have;                   /* bytes [0, have) of the update are in staging */
+    uint32_t nacked_at;
+} efb_rx;
+
+/* Set up a receiver. config is copied (the buffers it points to are not). restored is the state
+ * record stored by the persist callback, or NULL on first boot: then slots[0] must hold the factory
+ * weights (id 0) and slot 1 is empty. A restored record must pass efb_rx_state_ok and its active
+ * slot must hash to its digest; an inactive slot whose image no longer matches its digest (a reset
+ * while it was being written) is treated as empty. Returns EFB_RX_OK or the first problem found;
+ * a receiver whose init failed must not be fed. */
+EFB_MUST_CHECK efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_state *restored);
+
+/* Consume n received bytes in any split: complete frames are checked (PROTOCOL.md §1), handled
+ * (§6) and answered through config.write before this returns. Never reads or writes outside the
+ * configured buffers, whatever the bytes. */
+void efb_rx_feed(efb_rx *rx, const uint8_t *bytes, size_t n);
+
+/* Run the head on x (layers[0].n_in floats) with the active weights into y (last n_out floats),
+ * using the config's scratch. Returns EFB_OK or EFB_BAD_INPUT (a non-finite input). */
+EFB_MUST_CHECK efb_code efb_rx_forward(efb_rx *rx, const float *x, float *y);
+
+/* The active image (slot_size / 4 floats, W0 b0 W1 b1 ... as PROTOCOL.md §3) and its update id
+ * (0: the factory weights). */
+const float *efb_rx_active_weights(const efb_rx *rx);
+uint32_t efb_rx_active_id(const efb_rx *rx);
+
+/* The current persistent record (what the last successful persist stored, or the initial one). */
+const efb_rx_state *efb_rx_state_of(const efb_rx *rx);
+
+/* Whether a stored record is well formed: magic, version, CRC, active index, active slot valid.
+ * Use it to pick the current one of two stored copies; efb_rx_init checks it again. */
+int efb_rx_state_ok(const efb_rx_state *state);
+
+#endif
