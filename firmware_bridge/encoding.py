@@ -60,11 +60,20 @@ def _sparse(ts: list[np.ndarray], bases: list[np.ndarray], budget: int | None) -
           for d, s in zip(deltas, scales)]
     indices = [np.flatnonzero(q) for q in qs]
     if budget is not None:
+        if budget < sparse_minimum(len(ts)):
+            raise ValueError(f"a sparse budget of {budget!r} bytes is under the {sparse_minimum(len(ts))} "
+                             f"that {len(ts)} tensor headers and the largest change may take")
         indices = _largest_within(indices, deltas, budget - _SPARSE_HEAD.size * len(ts))
     out = bytearray()
     for q, s, index in zip(qs, scales, indices):
         out += _SPARSE_HEAD.pack(index.size, s) + varints(np.diff(index, prepend=-1) - 1) + q[index].tobytes()
     return bytes(out)
+
+
+def sparse_minimum(n_tensors: int) -> int:
+    """The smallest sparse budget: every tensor's count and scale, and room for the largest change
+    wherever it is (a 5-byte index and its q), so each push makes progress."""
+    return _SPARSE_HEAD.size * n_tensors + 6
 
 
 def _largest_within(indices: list[np.ndarray], deltas: list[np.ndarray], room: int) -> list[np.ndarray]:
@@ -111,7 +120,7 @@ def varints(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def _read_varints(buf: memoryview, at: int, count: int) -> tuple[np.ndarray, int]:
+def read_varints(buf: bytes | memoryview, at: int, count: int) -> tuple[np.ndarray, int]:
     """`count` LEB128 values from buf[at:], and the offset after them; BAD_UPDATE if they do not parse."""
     raw = np.frombuffer(buf, np.uint8, offset=at)
     ends = np.flatnonzero(raw < 0x80)[:count]
@@ -120,10 +129,10 @@ def _read_varints(buf: memoryview, at: int, count: int) -> tuple[np.ndarray, int
     if count == 0:
         return np.zeros(0, np.int64), at
     starts = np.concatenate(([0], ends[:-1] + 1))
-    if np.any(ends - starts >= 5) and np.any(raw[ends[ends - starts >= 5]] > 0x0F):
-        raise ProtocolError(Code.BAD_UPDATE, "a sparse index varint longer than 32 bits")
     if np.any(ends - starts > 4):
         raise ProtocolError(Code.BAD_UPDATE, "a sparse index varint longer than 5 bytes")
+    if np.any(raw[ends[ends - starts == 4]] > 0x0F):  # a 5th byte holds bits 28..31 only
+        raise ProtocolError(Code.BAD_UPDATE, "a sparse index varint of 2**32 or more")
     values = np.zeros(count, np.int64)
     for k in range(5):
         has = starts + k <= ends
@@ -172,12 +181,13 @@ def decode(update: bytes, layers: Sequence[Layer], encoding: int, base: np.ndarr
             count, scale = struct.unpack("<If", take(_SPARSE_HEAD.size, "u1").tobytes())
             if count > flat.size:
                 raise ProtocolError(Code.BAD_UPDATE, f"{count} sparse entries for a tensor of {flat.size}")
-            gaps, at = _read_varints(buf, at, count)
+            gaps, at = read_varints(buf, at, count)
             index = np.cumsum(gaps + 1) - 1
             q = take(count, "i1")
             if count and index[-1] >= flat.size:
                 raise ProtocolError(Code.BAD_UPDATE, f"sparse index {index[-1]} past a tensor of {flat.size}")
-            flat[index] = flat[index] + q.astype(np.float32) * np.float32(scale)
+            with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is refused below
+                flat[index] = flat[index] + q.astype(np.float32) * np.float32(scale)
     if at != len(buf):
         raise ProtocolError(Code.BAD_UPDATE, f"{len(buf) - at} bytes left over after the last tensor")
     if not np.isfinite(out).all():

@@ -7,10 +7,11 @@ ask its STATUS, ROLL it BACK.
 `port` is a device path, a pyserial URL, or an open pyserial port. Sparse pushes send int8 deltas
 against the device's active image, which the host mirrors in `images` (by default one registry per
 process, or a mirror.Mirror on disk): what the device did not get this time (the residual) is
-part of the next delta.
+part of the next delta. A sparse update takes at most `budget` bytes (default: 1/16 of the float32
+image), the largest changes first.
 
     edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--baud B] [--encoding f32|f16|int8|sparse]
-                  [--key FILE] [--verify] [--mirror DIR]
+                  [--budget BYTES] [--key FILE] [--verify] [--mirror DIR]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .protocol import (
     Encoding,
     Error,
     Hello,
+    Layer,
     Message,
     MsgType,
     Nack,
@@ -63,6 +65,7 @@ from .protocol import (
 ENCODINGS = {"f32": Encoding.F32, "f16": Encoding.F16, "int8": Encoding.INT8_CHANNEL,
              "int8-tensor": Encoding.INT8_TENSOR, "sparse": Encoding.SPARSE_INT8}
 IMAGES = Mirror()  # this process's mirror of the devices it pushed to
+SPARSE_BUDGET = 1 / 16  # default sparse budget, a fraction of slot_size (tools/bench_bridge.py, PROTOCOL.md §4)
 Progress = Callable[[int, int], None]  # (bytes the device holds, total)
 T = TypeVar("T")
 
@@ -146,10 +149,13 @@ def session(port: str | serial.SerialBase, timeout: float, retries: int, baud: i
 
 
 def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str = "f32", key: bytes | None = None,
-         window: int = 8, timeout: float | None = None, retries: int = 20, verify: bool = False, baud: int = 115200,
-         images: MutableMapping[tuple[int, int], np.ndarray] | None = None, progress: Progress | None = None) -> PushReport:
+         budget: int | None = None, window: int = 8, timeout: float | None = None, retries: int = 20,
+         verify: bool = False, baud: int = 115200, images: MutableMapping[tuple[int, int], np.ndarray] | None = None,
+         progress: Progress | None = None) -> PushReport:
     """Install `head`'s weights on the device atomically; resumes a push the device partly holds.
 
+    `budget`: bytes a sparse update may take (at most slot_size); None: SPARSE_BUDGET of slot_size.
+    What it leaves out stays in the mirror's residual for the next push. Other encodings ignore it.
     `timeout`: seconds without a reply before resending; None: 0.2 s plus twice the time a full
     window of frames takes on the line at `baud` (10 bits a byte).
 
@@ -158,6 +164,9 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+    if budget is not None and budget < enc.sparse_minimum(2 * len(head)):
+        raise ValueError(f"a sparse budget of {budget!r} bytes is under the {enc.sparse_minimum(2 * len(head))} "
+                         f"a sparse update of this head may need")
     images = IMAGES if images is None else images
     start = time.monotonic()
     with session(port, 0.2 if timeout is None else timeout, retries, baud) as s:
@@ -170,12 +179,14 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
         if model_id(layers) != hello.model_id:
             raise ProtocolError(Code.MODEL_MISMATCH, f"head {[(l.n_out, l.n_in) for l in layers]} is not the "
                                                      f"device's {[(l.n_out, l.n_in) for l in hello.layers]}")
+        if verify:
+            check_infer_fits(hello)  # before anything changes on the device
         target = img.image_of(head)
         code = ENCODINGS[encoding]
         base = images.get((hello.model_id, hello.active_id))
         if code == Encoding.SPARSE_INT8 and base is None:
             code, encoding = Encoding.F32, "f32"  # no mirror of the device's weights yet: send them whole
-        update = enc.encode(target, layers, code, base=base, budget=hello.slot_size)
+        update = enc.encode(target, layers, code, base=base, budget=sparse_budget(budget, layers))
         expected = enc.decode(update, layers, code, base)
         digest = img.digest(expected)
         tail = Begin(0, hello.active_id if code == Encoding.SPARSE_INT8 else 0, len(update), code, SIGNED if key else 0)
@@ -189,10 +200,18 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
         images[(hello.model_id, begin.update_id)] = expected
         report = PushReport(begin.update_id, encoding, len(update), 0, 0.0, resumed, resends)
         if verify:
-            report.parity, report.drift = _parity(s, layers, expected, target)
+            report.parity, report.drift = _parity(s, hello, expected, target)
         report.wire_bytes = s.link.bytes_out + s.link.bytes_in
     report.seconds = time.monotonic() - start
     return report
+
+
+def sparse_budget(budget: int | None, layers: Sequence[Layer]) -> int:
+    """The byte budget of a sparse update: `budget`, or SPARSE_BUDGET of the slot (at least the
+    encoding's minimum); never over the slot."""
+    slot_size = 4 * img.size(layers)
+    default = max(int(slot_size * SPARSE_BUDGET), enc.sparse_minimum(2 * len(layers)))
+    return min(default if budget is None else budget, slot_size)
 
 
 def _transfer(s: Session, begin: Begin, update: bytes, chunk: int, window: int,
@@ -228,27 +247,43 @@ def _transfer(s: Session, begin: Begin, update: bytes, chunk: int, window: int,
     return resumed, resends
 
 
-def _parity(s: Session, layers, expected: np.ndarray, target: np.ndarray, n: int = 4) -> tuple[float, float]:
+def _parity(s: Session, hello: Hello, expected: np.ndarray, target: np.ndarray, n: int = 4) -> tuple[float, float]:
     """(max |device - host| on the device's image, max |device - float head|) over n seeded inputs."""
-    rng = np.random.default_rng(0)
-    parity = drift = 0.0
-    for _ in range(n):
-        x = rng.standard_normal(layers[0].n_in).astype(np.float32)
-        y = infer_on(s, x)
-        parity = max(parity, float(np.abs(y - img.forward(expected, layers, x)).max()))
-        drift = max(drift, float(np.abs(y - img.forward(target, layers, x)).max()))
+    layers = hello.layers
+    X = np.random.default_rng(0).standard_normal((n, layers[0].n_in)).astype(np.float32)
+    Y = infer_on(s, hello, X)
+    parity = max(float(np.abs(y - img.forward(expected, layers, x)).max()) for x, y in zip(X, Y))
+    drift = max(float(np.abs(y - img.forward(target, layers, x)).max()) for x, y in zip(X, Y))
     return parity, drift
 
 
-def infer_on(s: Session, x: np.ndarray) -> np.ndarray:
-    """The device's head output for x, over an open session."""
-    return s.request(MsgType.INFER, Vector, Vector(np.asarray(x, np.float32).ravel())).values
+def check_infer_fits(hello: Hello) -> None:
+    """ProtocolError TOO_LONG, naming the sizes, if INFER (12 + 4 n_in) or OUTPUT (12 + 4 n_out) would
+    not fit the device's max_frame (PROTOCOL.md §2)."""
+    n_in, n_out = hello.layers[0].n_in, hello.layers[-1].n_out
+    for name, n in (("INFER", n_in), ("OUTPUT", n_out)):
+        if OVERHEAD + 4 * n > hello.max_frame:
+            raise ProtocolError(Code.TOO_LONG, f"{name} of {n} floats is a {OVERHEAD + 4 * n}-byte frame "
+                                               f"(12 + 4 x {n}); the device's max_frame is {hello.max_frame}")
 
 
-def infer(port: str | serial.SerialBase, x: np.ndarray, *, timeout: float = 0.5, retries: int = 5) -> np.ndarray:
-    """The head's output for one input, computed on the device with its active weights."""
+def infer_on(s: Session, hello: Hello, X: np.ndarray) -> np.ndarray:
+    """The device's head outputs for X, (n_in,) or (k, n_in), over an open session whose HELLO is `hello`:
+    (n_out,) or (k, n_out). ProtocolError TOO_LONG if the frames do not fit, BAD_INPUT if X does not."""
+    check_infer_fits(hello)
+    X = np.asarray(X, np.float32)
+    n_in = hello.layers[0].n_in
+    if X.ndim not in (1, 2) or X.shape[-1] != n_in:
+        raise ProtocolError(Code.BAD_INPUT, f"input of shape {X.shape}; the device's head takes {n_in} values")
+    Y = np.array([s.request(MsgType.INFER, Vector, Vector(x)).values for x in X.reshape(-1, n_in)])
+    return Y.reshape(*X.shape[:-1], hello.layers[-1].n_out)
+
+
+def infer(port: str | serial.SerialBase, X: np.ndarray, *, timeout: float = 0.5, retries: int = 5) -> np.ndarray:
+    """The head's output for one input (n_in,) or a batch (k, n_in), computed on the device with its
+    active weights (one HELLO, then one INFER per input)."""
     with session(port, timeout, retries) as s:
-        return infer_on(s, x)
+        return infer_on(s, s.request(MsgType.HELLO_REQ, Hello), X)
 
 
 def status(port: str | serial.SerialBase, *, timeout: float = 0.5, retries: int = 5) -> Status:
@@ -272,6 +307,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", required=True, help="device path or pyserial URL (socket://, rfc2217://, loop://)")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--encoding", choices=list(ENCODINGS), default="f32")
+    parser.add_argument("--budget", type=int, metavar="BYTES",
+                        help=f"most bytes a sparse update may take (default: 1/{round(1 / SPARSE_BUDGET)} of the "
+                             "float32 image); what it leaves out goes with the next push")
     parser.add_argument("--key", help="file holding the pre-shared HMAC key")
     parser.add_argument("--verify", action="store_true", help="check the device's INFER against the host's")
     parser.add_argument("--mirror", help="directory where the host keeps what devices hold (for sparse pushes)")
@@ -290,10 +328,10 @@ def run(args: argparse.Namespace) -> int:
             bar.update(have - bar.n)
 
         try:
-            report = push(args.port, head, encoding=args.encoding, key=key, verify=args.verify, baud=args.baud,
-                          timeout=args.timeout, images=Mirror(args.mirror) if args.mirror else None,
+            report = push(args.port, head, encoding=args.encoding, key=key, budget=args.budget, verify=args.verify,
+                          baud=args.baud, timeout=args.timeout, images=Mirror(args.mirror) if args.mirror else None,
                           progress=progress)
-        except EdgeFDFAError as e:
+        except (EdgeFDFAError, ValueError) as e:
             kept = "; the device keeps its previous weights" if isinstance(e, ProtocolError) else ""
             print(f"edgefdfa push: {e}{kept}", file=sys.stderr)
             return 1

@@ -28,7 +28,8 @@ def test_sparse_residual_is_resent_until_nothing_is_lost(rig, heads):
     target = img.image_of(heads(n=40))
     errors, sizes = [], []
     for _ in range(3):
-        report = host.push(relay.host.path, heads(n=40), encoding="sparse", verify=True, images=images)
+        report = host.push(relay.host.path, heads(n=40), encoding="sparse", budget=emulator.device.slot_size,
+                           verify=True, images=images)
         assert report.encoding == "sparse" and report.parity == 0
         errors.append(float(np.abs(emulator.device.weights - target).max()))
         sizes.append(report.payload_bytes)
