@@ -1,0 +1,107 @@
+/* The bridge receiver on the MPS2 AN385: UART0 bytes in, efb_rx_feed, replies out on UART0, slots
+ * persisted in the emulated flash (flash.h).
+ *
+ * The factory weights are the head in factory_head.h (written by tools/build_firmware.py from the
+ * shipped model with formats/c_header.py); FACTORY_SLOT_SIZE (bytes of its image) comes from the
+ * same build. At boot the flash's current record and slots are restored; a first boot, or a flash
+ * whose record the receiver refuses, starts from the factory weights and formats the flash.
+ */
+#include <string.h>
+
+#include "edgefdfa_rx.h"
+#include "factory_head.h"
+#include "flash.h"
+#include "semihost.h"
+#include "uart.h"
+
+#define MAX_FRAME 512u
+#define BAUD 115200u
+#define FLASH_FILE "flash.bin" /* in QEMU's working directory */
+#define SLOT_FLOATS (FACTORY_SLOT_SIZE / 4u)
+#define WIDEST (FACTORY_HEAD_SCRATCH_LEN / 2u) /* the widest layer output */
+
+static float slots[2][SLOT_FLOATS];
+static uint8_t staging[FACTORY_SLOT_SIZE];
+static uint8_t rx_buf[EFB_BUF_SIZE(MAX_FRAME)], tx_buf[EFB_BUF_SIZE(MAX_FRAME)];
+static float scratch[EFB_SCRATCH_LEN(FACTORY_HEAD_N_INPUTS, FACTORY_HEAD_N_OUTPUTS, WIDEST)];
+static efb_layer layers[FACTORY_HEAD_N_LAYERS];
+static efb_rx rx;
+
+static void write_uart(void *ctx, const uint8_t *bytes, size_t n) {
+    (void)ctx;
+    uart_write(bytes, n);
+}
+
+/* The image first, the record last: a reset in between leaves the old record current. */
+static int persist(void *ctx, const efb_rx_state *next, int slot) {
+    (void)ctx;
+    if (slot >= 0 && flash_store_slot(slot, slots[slot]) != FLASH_OK) return 1;
+    return flash_store_state(next) != FLASH_OK;
+}
+
+/* The factory head's layer table, and its image (W0 b0 W1 b1 ...) into slot 0. */
+static void load_factory(void) {
+    float *at = slots[0];
+    for (uint32_t l = 0; l < FACTORY_HEAD_N_LAYERS; ++l) {
+        const edgefdfa_layer *f = &factory_head_layers[l];
+        layers[l] = (efb_layer){(uint16_t)f->n_out, (uint16_t)f->n_in, f->activation};
+        memcpy(at, f->w_f32, sizeof(float) * f->n_out * f->n_in);
+        at += f->n_out * f->n_in;
+        memcpy(at, f->bias, sizeof(float) * f->n_out);
+        at += f->n_out;
+    }
+}
+
+static void log_hex(const char *what, uint32_t v) {
+    char line[48];
+    size_t n = strlen(what);
+    memcpy(line, what, n);
+    for (int i = 7; i >= 0; --i) line[n++] = "0123456789abcdef"[(v >> (4 * i)) & 0xFu];
+    line[n++] = '\n';
+    line[n] = '\0';
+    semihost_puts(line);
+}
+
+/* Start the receiver from the flash's record and slots if it accepts them, else from the factory
+ * weights on a freshly formatted flash (or, without a flash file, in RAM only). */
+static efb_rx_status boot(efb_rx_config *config) {
+    load_factory();
+    if (flash_open(FLASH_FILE, FACTORY_SLOT_SIZE) != FLASH_OK) {
+        semihost_puts("board: cannot open " FLASH_FILE "; weights will not survive a reset\n");
+        config->persist = NULL;
+        return efb_rx_init(&rx, config, NULL);
+    }
+    efb_rx_state restored;
+    if (flash_load(&restored, config->slots) == FLASH_OK && efb_rx_init(&rx, config, &restored) == EFB_RX_OK) {
+        log_hex("board: restored update ", efb_rx_active_id(&rx));
+        return EFB_RX_OK;
+    }
+    load_factory(); /* flash_load overwrote the slots */
+    if (flash_format(slots[0]) != FLASH_OK) {
+        semihost_puts("board: cannot write " FLASH_FILE "\n");
+        semihost_exit(1);
+    }
+    semihost_puts("board: factory weights\n");
+    return efb_rx_init(&rx, config, NULL);
+}
+
+int main(void) {
+    efb_rx_config config = {
+        .layers = layers, .n_layers = FACTORY_HEAD_N_LAYERS, .max_frame = MAX_FRAME,
+        .encodings = EFB_ALL_ENCODINGS, .key = NULL, .key_len = 0, .slot_size = FACTORY_SLOT_SIZE,
+        .slots = {slots[0], slots[1]}, .staging = staging, .rx_buf = rx_buf, .tx_buf = tx_buf,
+        .scratch = scratch, .scratch_len = sizeof scratch / sizeof scratch[0],
+        .write = write_uart, .persist = persist, .ctx = NULL,
+    };
+    efb_rx_status status = boot(&config);
+    if (status != EFB_RX_OK) {
+        log_hex("board: the receiver refused its configuration: efb_rx_status ", (uint32_t)status);
+        semihost_exit(1);
+    }
+    uart_init(BAUD);
+    for (;;) {
+        uint8_t bytes[64];
+        size_t n = uart_read(bytes, sizeof bytes);
+        if (n > 0) efb_rx_feed(&rx, bytes, n);
+    }
+}

@@ -1,0 +1,95 @@
+"""Build the bridge firmware for the emulated Cortex-M3 board (QEMU mps2-an385): the C receiver,
+the head's forward pass and the board support in firmware_bridge/c/board/mps2_an385, with a
+shipped model's dense head as the factory weights. Prints the code and RAM size.
+
+    python tools/build_firmware.py [--model models/imu-activity.onnx] [--out build/firmware]
+
+Needs arm-none-eabi-gcc and newlib (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import edgefdfa
+from edgefdfa.formats.c_header import c_header
+from firmware_bridge import image as img
+
+C_DIR = ROOT / "firmware_bridge" / "c"
+BOARD = C_DIR / "board" / "mps2_an385"
+MODEL = ROOT / "models" / "imu-activity.onnx"
+SOURCES = [C_DIR / "edgefdfa_head.c", C_DIR / "edgefdfa_rx.c",
+           *(BOARD / name for name in ("startup.c", "uart.c", "semihost.c", "flash.c", "main.c"))]
+CFLAGS = ["-mcpu=cortex-m3", "-mthumb", "-std=c99", "-Os", "-ffreestanding", "-Wall", "-Wextra", "-Werror",
+          "-Wconversion", "-ffunction-sections", "-fdata-sections"]
+# Our own startup code; newlib-nano for memcpy/memset and libm (edgefdfa_head.c's expf, tanhf);
+# gcc adds libgcc, the soft-float helpers, by itself.
+LDFLAGS = ["-nostartfiles", "--specs=nano.specs", f"-T{BOARD / 'link.ld'}", "-Wl,--gc-sections", "-lm"]
+
+
+@dataclass
+class Firmware:
+    elf: Path
+    text: int  # bytes of code and constants (flash)
+    data: int  # bytes of initialised data (flash and RAM)
+    bss: int  # bytes of zeroed RAM, the stack included
+
+    @property
+    def flash(self) -> int:
+        return self.text + self.data
+
+    @property
+    def ram(self) -> int:
+        return self.data + self.bss
+
+    def __str__(self) -> str:
+        return f"{self.elf}: {self.flash:,} bytes of flash (code {self.text:,}), {self.ram:,} bytes of RAM"
+
+
+def factory_header(model: Path) -> tuple[str, int]:
+    """(C header of the model's dense head, bytes of its weight image: the slot size)."""
+    head = edgefdfa.load(model).head()
+    return c_header(head, prefix="factory_head", source=model.name), 4 * img.size(img.layers_of(head))
+
+
+def build(out: Path, model: Path = MODEL, cc: str = "arm-none-eabi-gcc") -> Firmware:
+    """Compile and link out/fw.elf; raises RuntimeError with the compiler's output on failure."""
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"{cc} not found (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+    out.mkdir(parents=True, exist_ok=True)
+    header, slot_size = factory_header(model)
+    (out / "factory_head.h").write_text(header)
+    elf = out / "fw.elf"
+    cmd = [cc, *CFLAGS, f"-DFACTORY_SLOT_SIZE={slot_size}u", f"-I{C_DIR}", f"-I{BOARD}", f"-I{out}",
+           *map(str, SOURCES), *LDFLAGS, "-o", str(elf)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"firmware build failed:\n{' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    size = subprocess.run([cc.replace("gcc", "size"), str(elf)], capture_output=True, text=True, check=True)
+    text, data, bss = map(int, size.stdout.splitlines()[1].split()[:3])
+    return Firmware(elf, text, data, bss)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=MODEL, help="the model whose head is the factory weights")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "firmware")
+    args = parser.parse_args()
+    try:
+        print(build(args.out, args.model))
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
