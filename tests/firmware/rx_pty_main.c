@@ -1,0 +1,218 @@
+/* Test device: the C receiver (firmware_bridge/c/edgefdfa_rx.c) on a pseudo-terminal or on
+ * stdin/stdout, with its slots and state record persisted in a file as firmware would in flash.
+ *
+ *   rx_pty_main HEAD STATE (--pty PATH | --stdio) [--key FILE] [--max-frame N] [--encodings MASK]
+ *               [--dump FILE] [--fail-persist]
+ *
+ * HEAD: the layer table as HELLO sends it (u8 n_layers, then u16 n_out, u16 n_in, u8 activation
+ * each) followed by the factory image (float32). STATE: record | slot 0 | slot 1, created from the
+ * factory weights if missing, restored if present ("-": keep nothing). --pty serves a pty slave
+ * until SIGTERM (prints "ready" once listening); --stdio answers the frames on stdin until EOF and
+ * then writes the active image to --dump. --fail-persist makes every persist fail.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "edgefdfa_rx.h"
+
+static volatile sig_atomic_t stopping = 0;
+
+typedef struct {
+    int out_fd;    /* replies go here */
+    int state_fd;  /* the persistence file, or -1 */
+    int fail_persist;
+    float *slots[2];
+    uint32_t slot_size;
+} device;
+
+static void on_sigterm(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "rx_pty_main: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
+    exit(2);
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t k = write(fd, b, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        b += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int write_at(int fd, off_t at, const void *p, size_t n) {
+    return lseek(fd, at, SEEK_SET) == at && write_all(fd, p, n) == 0 ? 0 : -1;
+}
+
+static void reply(void *ctx, const uint8_t *bytes, size_t n) {
+    if (write_all(((device *)ctx)->out_fd, bytes, n) != 0) die("writing a reply");
+}
+
+/* The image first, then the record, each synced: a kill at any point leaves the old record. */
+static int persist(void *ctx, const efb_rx_state *next, int slot) {
+    device *d = ctx;
+    if (d->fail_persist) return -1;
+    if (d->state_fd < 0) return 0;
+    if (slot >= 0 && (write_at(d->state_fd, (off_t)(sizeof *next + (size_t)slot * d->slot_size), d->slots[slot],
+                               d->slot_size) != 0 || fsync(d->state_fd) != 0)) {
+        return -1;
+    }
+    return write_at(d->state_fd, 0, next, sizeof *next) == 0 && fsync(d->state_fd) == 0 ? 0 : -1;
+}
+
+static uint8_t *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap);
+    size_t k;
+    while (buf != NULL && (k = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += k;
+        if (len == cap) buf = realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    if (buf == NULL) die("out of memory");
+    *n = len;
+    return buf;
+}
+
+static void set_raw(int fd) {
+    struct termios t;
+    if (tcgetattr(fd, &t) != 0) die("tcgetattr");
+    t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON | IXOFF);
+    t.c_oflag &= ~(tcflag_t)OPOST;
+    t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+    t.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
+    t.c_cflag |= CS8;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    if (tcsetattr(fd, TCSANOW, &t) != 0) die("tcsetattr");
+}
+
+int main(int argc, char **argv) {
+    const char *pty = NULL, *key_path = NULL, *dump = NULL;
+    int stdio = 0, fail_persist = 0;
+    long max_frame = 1024, encodings = EFB_ALL_ENCODINGS;
+    if (argc < 3) die("usage: rx_pty_main HEAD STATE (--pty PATH | --stdio) [--key FILE] [--max-frame N] ...");
+    for (int i = 3; i < argc; ++i) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--stdio")) stdio = 1;
+        else if (!strcmp(a, "--fail-persist")) fail_persist = 1;
+        else if (v == NULL) die("an option is missing its value");
+        else if (!strcmp(a, "--pty")) pty = v, ++i;
+        else if (!strcmp(a, "--key")) key_path = v, ++i;
+        else if (!strcmp(a, "--dump")) dump = v, ++i;
+        else if (!strcmp(a, "--max-frame")) max_frame = strtol(v, NULL, 0), ++i;
+        else if (!strcmp(a, "--encodings")) encodings = strtol(v, NULL, 0), ++i;
+        else die("unknown option");
+    }
+    if (stdio == (pty != NULL)) die("give exactly one of --pty PATH and --stdio");
+    if (max_frame < EFB_MIN_FRAME || max_frame > EFB_MAX_FRAME) die("--max-frame is outside 128..4096");
+
+    size_t head_len, key_len = 0;
+    uint8_t *head = read_file(argv[1], &head_len), *key = NULL;
+    if (head == NULL || head_len < 1 || head_len < 1u + 5u * head[0]) die("cannot read the head file");
+    static efb_layer layers[EFB_MAX_LAYERS];
+    uint8_t n_layers = head[0];
+    if (n_layers > EFB_MAX_LAYERS) die("too many layers");
+    uint32_t slot_size = 0;
+    for (unsigned l = 0; l < n_layers; ++l) {
+        const uint8_t *p = head + 1 + 5 * l;
+        layers[l].n_out = (uint16_t)(p[0] | p[1] << 8);
+        layers[l].n_in = (uint16_t)(p[2] | p[3] << 8);
+        layers[l].activation = p[4];
+        slot_size += EFB_LAYER_BYTES(layers[l].n_out, layers[l].n_in);
+    }
+    size_t table = 1u + 5u * n_layers;
+    if (head_len != table + slot_size) die("the head file's image does not match its layer table");
+    if (key_path != NULL && (key = read_file(key_path, &key_len)) == NULL) die("cannot read the key file");
+
+    device d = {stdio ? 1 : -1, -1, fail_persist, {malloc(slot_size), malloc(slot_size)}, slot_size};
+    size_t buf_size = EFB_BUF_SIZE((size_t)max_frame), scratch_len = 0;
+    for (unsigned l = 0; l < n_layers; ++l) scratch_len += 3u * layers[l].n_out; /* >= the widest's twice + output */
+    scratch_len += layers[0].n_in;
+    efb_rx_config cfg = {layers, n_layers, (uint16_t)max_frame, (uint8_t)encodings, key, key_len, slot_size,
+                         {d.slots[0], d.slots[1]}, malloc(slot_size), malloc(buf_size), malloc(buf_size),
+                         malloc(scratch_len * sizeof(float)), scratch_len, reply, persist, &d};
+    if (!d.slots[0] || !d.slots[1] || !cfg.staging || !cfg.rx_buf || !cfg.tx_buf || !cfg.scratch) die("out of memory");
+
+    efb_rx_state stored;
+    const efb_rx_state *restored = NULL;
+    const char *state_path = argv[2];
+    if (strcmp(state_path, "-") != 0) {
+        d.state_fd = open(state_path, O_RDWR | O_CREAT, 0644);
+        if (d.state_fd < 0) die("cannot open the state file");
+        off_t size = lseek(d.state_fd, 0, SEEK_END);
+        if (size == (off_t)(sizeof stored + 2u * (size_t)slot_size)) {
+            if (lseek(d.state_fd, 0, SEEK_SET) != 0 || read(d.state_fd, &stored, sizeof stored) != (ssize_t)sizeof stored ||
+                read(d.state_fd, d.slots[0], slot_size) != (ssize_t)slot_size ||
+                read(d.state_fd, d.slots[1], slot_size) != (ssize_t)slot_size) {
+                die("cannot read the state file");
+            }
+            restored = &stored;
+        } else if (size != 0) {
+            errno = 0;
+            die("the state file has the wrong size for this head");
+        }
+    }
+    if (restored == NULL) {
+        memcpy(d.slots[0], head + table, slot_size);
+        memset(d.slots[1], 0, slot_size);
+    }
+    efb_rx rx;
+    efb_rx_status status = efb_rx_init(&rx, &cfg, restored);
+    if (status != EFB_RX_OK) {
+        fprintf(stderr, "rx_pty_main: efb_rx_init failed: %d\n", (int)status);
+        return 3;
+    }
+    if (d.state_fd >= 0 && restored == NULL) { /* a new file: the factory state, both slots */
+        if (write_at(d.state_fd, (off_t)sizeof stored, d.slots[0], slot_size) != 0 ||
+            write_all(d.state_fd, d.slots[1], slot_size) != 0 ||
+            write_at(d.state_fd, 0, efb_rx_state_of(&rx), sizeof stored) != 0 || fsync(d.state_fd) != 0) {
+            die("cannot write the state file");
+        }
+    }
+
+    int in_fd = 0;
+    if (pty != NULL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigterm; /* no SA_RESTART: read() returns EINTR and the loop ends */
+        sigaction(SIGTERM, &sa, NULL);
+        in_fd = d.out_fd = open(pty, O_RDWR | O_NOCTTY);
+        if (in_fd < 0) die("cannot open the pty");
+        set_raw(in_fd);
+        printf("ready\n");
+        fflush(stdout);
+    }
+    uint8_t buf[4096];
+    while (!stopping) {
+        ssize_t k = read(in_fd, buf, sizeof buf);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EIO) break; /* the pty's other side went away */
+        if (k < 0) die("read");
+        if (k == 0) break;
+        efb_rx_feed(&rx, buf, (size_t)k);
+    }
+    if (dump != NULL) {
+        FILE *f = fopen(dump, "wb");
+        if (f == NULL || fwrite(efb_rx_active_weights(&rx), 1, slot_size, f) != slot_size || fclose(f) != 0) {
+            die("cannot write the dump");
+        }
+    }
+    return 0;
+}

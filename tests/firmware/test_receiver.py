@@ -1,0 +1,507 @@
+"""The C receiver (firmware_bridge/c/edgefdfa_rx.c), built with the system compiler, checked against
+the Python device (firmware_bridge/emulator.py) on the same frames, and driven over real
+pseudo-terminals by the real host: every encoding, sparse residuals, HMAC, a faulty line, kill -9
+mid-transfer and restart from its persisted slots, ROLLBACK, and a corpus of hostile frames."""
+
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cobs import cobs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_bridge import encoding as enc
+from firmware_bridge import host
+from firmware_bridge import image as img
+from firmware_bridge.emulator import Device
+from firmware_bridge.frame import FrameReader, encode
+from firmware_bridge.protocol import (
+    Begin, Chunk, Code, Commit, DeviceTimeout, Encoding, Layer, MsgType, ProtocolError, Rollback, Status, Vector,
+    layer_table, model_id,
+)
+from tests.bridge.conftest import Relay, learned_head
+
+ROOT = Path(__file__).resolve().parents[2]
+C_DIR = ROOT / "firmware_bridge" / "c"
+CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-pedantic", "-ffp-contract=off"]
+SOURCES = [C_DIR / "edgefdfa_rx.c", C_DIR / "edgefdfa_head.c"]
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (apt-get install gcc)")
+
+LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))  # the small head of tests/bridge/test_device.py
+START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
+SLOT = 4 * img.size(LAYERS)
+KEY = b"k" * 16
+STATE = struct.Struct("<4I64sBBBBI")  # efb_rx_state: magic, generation, ids, digests, active, valid, version, reserved, crc
+
+
+@pytest.fixture(scope="session")
+def exe(tmp_path_factory):
+    """rx_pty_main built with the system compiler and the warning flags of the firmware build."""
+    out = tmp_path_factory.mktemp("rx") / "rx_pty_main"
+    subprocess.run(["cc", *CFLAGS, f"-I{C_DIR}", str(Path(__file__).with_name("rx_pty_main.c")), *map(str, SOURCES),
+                    "-lm", "-o", str(out)], check=True)
+    return out
+
+
+def test_receiver_builds_freestanding(tmp_path):
+    """The receiver compiles warning-free as the firmware builds it: freestanding, no libc."""
+    for src in SOURCES:
+        subprocess.run(["cc", *CFLAGS, "-ffreestanding", "-c", str(src), "-o", str(tmp_path / "x.o")], check=True)
+
+
+def write_head(path, layers, image):
+    """The head file rx_pty_main reads: HELLO's layer table, then the factory image."""
+    path.write_bytes(layer_table(tuple(layers)) + np.asarray(image, "<f4").tobytes())
+    return path
+
+
+# ---- the C receiver and the Python device on the same bytes (stdin -> stdout) ----
+
+def run_c(exe, wire, tmp_path, *, key=None, layers=LAYERS, image=START, max_frame=128):
+    """(reply bytes, active image at the end) of the C receiver fed `wire`."""
+    head, dump = write_head(tmp_path / "head.bin", layers, image), tmp_path / "dump.bin"
+    args = [str(exe), str(head), "-", "--stdio", "--max-frame", str(max_frame), "--dump", str(dump)]
+    if key is not None:
+        (tmp_path / "key").write_bytes(key)
+        args += ["--key", str(tmp_path / "key")]
+    proc = subprocess.run(args, input=wire, capture_output=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout, np.fromfile(dump, "<f4")
+
+
+def run_python(wire, *, key=None, layers=LAYERS, image=START, max_frame=128):
+    """(reply bytes, active image) of the Python device fed `wire`."""
+    dev = Device(layers, image, key=key, max_frame=max_frame)
+    with np.errstate(invalid="ignore", over="ignore"):  # hostile updates decode to inf and NaN
+        out = b"".join(encode(kind, seq, m.pack()) for item in FrameReader(max_frame).feed(wire)
+                       for kind, seq, m in dev.handle(item))
+    return out, dev.weights.copy()
+
+
+def frames(data):
+    """(type, seq, payload) of each reply in a byte stream."""
+    return [(f.kind, f.seq, f.payload) for f in FrameReader().feed(data)]
+
+
+def by_the_spec(replies):
+    """The Python device's replies with its one known departure from PROTOCOL.md §1 undone: a
+    device -> host type with a malformed payload is BAD_TYPE (never accepted) before BAD_LENGTH,
+    in the ERROR and in a later STATUS's last_error; emulator.py checks the payload first (see
+    test_python_device_refuses_a_device_type_before_its_length)."""
+    fixed, rewritten = [], False
+    for kind, seq, payload in replies:
+        if kind in (MsgType.ERROR, MsgType.NACK):
+            rewritten = kind == MsgType.ERROR and payload[0] == Code.BAD_LENGTH and payload[1] & 0x80
+            if rewritten:
+                payload = bytes([Code.BAD_TYPE, payload[1]])
+        elif kind == MsgType.STATUS and rewritten:
+            payload = payload[:-1] + bytes([Code.BAD_TYPE])
+        fixed.append((kind, seq, payload))
+    return fixed
+
+
+def assert_same_replies(c_out, py_out):
+    """Byte-for-byte equal replies, except OUTPUT values (float sums in another order) to 1e-5."""
+    c, py = frames(c_out), by_the_spec(frames(py_out))
+    assert [(k, s) for k, s, _ in c] == [(k, s) for k, s, _ in py]
+    for (kind, _, a), (_, _, b) in zip(c, py):
+        if kind == MsgType.OUTPUT:
+            assert np.allclose(np.frombuffer(a, "<f4"), np.frombuffer(b, "<f4"), rtol=1e-5, atol=1e-5, equal_nan=True)
+        else:
+            assert a == b
+
+
+def msg(kind, payload=b"", seq=1, version=1):
+    return encode(kind, seq, payload, version=version)
+
+
+def raw(magic=b"EB", version=1, kind=1, seq=7, length=None, payload=b"", crc=None):
+    """A COBS record (with delimiter) of a hand-built frame: any header, any CRC."""
+    body = struct.pack("<2sBBHH", magic, version, kind, seq, len(payload) if length is None else length) + payload
+    return cobs.encode(body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)) + b"\x00"
+
+
+def session(update, encoding=Encoding.F32, update_id=9, base_id=0, flags=0, size=40):
+    """BEGIN and every CHUNK of an update (seq 1)."""
+    out = msg(MsgType.BEGIN, Begin(update_id, base_id, len(update), encoding, flags).pack())
+    for at in range(0, len(update), size):
+        out += msg(MsgType.CHUNK, Chunk(at, update[at:at + size]).pack())
+    return out
+
+
+def commit(digest=bytes(32), update_id=9, mac=b"", seq=7):
+    return msg(MsgType.COMMIT, Commit(update_id, digest, mac).pack(), seq)
+
+
+def varint_update(gaps_bytes, count, q=b"", scale=0.5):
+    """A sparse update whose first tensor lists `count` entries with these raw gap bytes; the other
+    tensors list nothing."""
+    empty = struct.pack("<If", 0, 0.0)
+    return struct.pack("<If", count, scale) + gaps_bytes + q + empty * 3
+
+
+BAD_F32 = START.copy()
+BAD_F32[5] = np.nan
+F16_INF = np.zeros(img.size(LAYERS), "<f2")
+F16_INF[3] = np.inf
+INT8_INF_SCALE = struct.pack("<f", np.inf) + bytes([1]) + bytes(11) + bytes(12) + struct.pack("<f", 1) + bytes(6) + bytes(8)
+GOOD = enc.encode(START + 1, LAYERS, Encoding.F32)
+
+# (prelude frames, the hostile frame (seq 7), its reply: an ERROR code, "NACK", "ACTIVE", or None: dropped
+# silently, and whether the device is keyed)
+CORPUS = {
+    "bad_cobs": (b"", b"\x05EB\x01\x00", None),
+    "short_frame": (b"", cobs.encode(b"EB\x01\x01\x07\x00") + b"\x00", None),
+    "bad_crc": (b"", raw(crc=1234), None),
+    "decoded_over_max_frame": (b"", msg(MsgType.CHUNK, bytes(200), seq=7), None),
+    "overlong_record": (b"", b"\x01" * 500 + b"\x00", None),
+    "bad_magic": (b"", raw(magic=b"XY"), Code.BAD_MAGIC),
+    "bad_version": (b"", raw(version=2), Code.BAD_VERSION),
+    "header_length_mismatch": (b"", raw(length=5), Code.BAD_LENGTH),
+    "unknown_type": (b"", raw(kind=0x42), Code.BAD_TYPE),
+    "type_zero": (b"", raw(kind=0), Code.BAD_TYPE),
+    "type_0x87": (b"", raw(kind=0x87), Code.BAD_TYPE),
+    "device_type_ack": (b"", raw(kind=MsgType.ACK, payload=bytes(4)), Code.BAD_TYPE),
+    "hello_req_with_payload": (b"", raw(kind=MsgType.HELLO_REQ, payload=b"x"), Code.BAD_LENGTH),
+    "status_req_with_payload": (b"", raw(kind=MsgType.STATUS_REQ, payload=b"x"), Code.BAD_LENGTH),
+    "begin_13_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(13)), Code.BAD_LENGTH),
+    "begin_15_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(15)), Code.BAD_LENGTH),
+    "chunk_without_data": (b"", raw(kind=MsgType.CHUNK, payload=bytes(4)), Code.BAD_LENGTH),
+    "commit_35_bytes": (b"", raw(kind=MsgType.COMMIT, payload=bytes(35)), Code.BAD_LENGTH),
+    "commit_69_bytes": (b"", raw(kind=MsgType.COMMIT, payload=bytes(69)), Code.BAD_LENGTH),
+    "rollback_3_bytes": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(3)), Code.BAD_LENGTH),
+    "infer_5_bytes": (b"", raw(kind=MsgType.INFER, payload=bytes(5)), Code.BAD_LENGTH),
+    "infer_empty": (b"", raw(kind=MsgType.INFER), Code.BAD_INPUT),
+    "infer_3_values": (b"", raw(kind=MsgType.INFER, payload=bytes(12)), Code.BAD_INPUT),
+    "infer_nan": (b"", raw(kind=MsgType.INFER, payload=struct.pack("<4f", 0, np.nan, 0, 0)), Code.BAD_INPUT),
+    "infer_inf": (b"", raw(kind=MsgType.INFER, payload=struct.pack("<4f", 0, 0, -np.inf, 0)), Code.BAD_INPUT),
+    "begin_total_over_slot": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, SLOT + 1, 0, 0).pack()), Code.TOO_LARGE),
+    "begin_total_max": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 2**32 - 1, 0, 0).pack()), Code.TOO_LARGE),
+    "begin_encoding_5": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 5, 0).pack()), Code.BAD_ENCODING),
+    "begin_encoding_255": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 255, 0).pack()), Code.BAD_ENCODING),
+    "begin_id_zero": (b"", raw(kind=MsgType.BEGIN, payload=Begin(0, 0, 8, 0, 0).pack()), Code.BAD_FLAGS),
+    "begin_unknown_flag": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 0, 0x80).pack()), Code.BAD_FLAGS),
+    "begin_sparse_other_base": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 7, 8, 4, 0).pack()), Code.BASE_MISMATCH),
+    "begin_unsigned_on_keyed": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 0, 0).pack()), Code.UNSIGNED, KEY),
+    "chunk_before_begin": (b"", raw(kind=MsgType.CHUNK, payload=Chunk(0, b"x").pack()), Code.NOT_IN_SESSION),
+    "chunk_huge_offset": (session(bytes(8)), raw(kind=MsgType.CHUNK, payload=Chunk(2**32 - 16, b"abcd").pack()),
+                          Code.OUT_OF_BOUNDS),
+    "chunk_offset_max": (session(bytes(8)), raw(kind=MsgType.CHUNK, payload=Chunk(2**32 - 1, b"a").pack()),
+                         Code.OUT_OF_BOUNDS),
+    "chunk_past_total": (session(bytes(8)), raw(kind=MsgType.CHUNK, payload=Chunk(6, b"abcd").pack()),
+                         Code.OUT_OF_BOUNDS),
+    "chunk_past_have": (msg(MsgType.BEGIN, Begin(9, 0, 8, 0, 0).pack()),
+                        raw(kind=MsgType.CHUNK, payload=Chunk(4, b"abcd").pack()), "NACK"),
+    "same_gap_again": (msg(MsgType.BEGIN, Begin(9, 0, 8, 0, 0).pack()) + msg(MsgType.CHUNK, Chunk(4, b"abcd").pack()),
+                       raw(kind=MsgType.CHUNK, payload=Chunk(4, b"abcd").pack()), "SILENT"),
+    "commit_without_session": (b"", commit(), Code.NOT_IN_SESSION),
+    "commit_incomplete": (msg(MsgType.BEGIN, Begin(9, 0, 8, 0, 0).pack()), commit(), Code.INCOMPLETE),
+    "commit_other_update": (session(bytes(8)), commit(update_id=10), Code.BAD_DIGEST),
+    "commit_not_a_head": (session(bytes(8)), commit(), Code.BAD_UPDATE),
+    "commit_hmac_unsigned_session": (session(GOOD), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_LENGTH),
+    "commit_no_hmac_signed_session": (session(GOOD, flags=1), commit(img.digest(START + 1)), Code.BAD_LENGTH),
+    "commit_wrong_digest": (session(GOOD), commit(img.digest(START)), Code.BAD_DIGEST),
+    "commit_forged_hmac": (session(GOOD, flags=1), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_SIGNATURE,
+                           KEY),
+    "f32_nan": (session(BAD_F32.tobytes()), commit(), Code.BAD_UPDATE),
+    "f32_one_byte_short": (session(GOOD[:-1]), commit(), Code.BAD_UPDATE),
+    "f16_byte_left_over": (session(enc.encode(START, LAYERS, Encoding.F16) + b"\x01", Encoding.F16), commit(),
+                           Code.BAD_UPDATE),
+    "f16_inf": (session(F16_INF.tobytes(), Encoding.F16), commit(), Code.BAD_UPDATE),
+    "int8_infinite_scale": (session(INT8_INF_SCALE, Encoding.INT8_TENSOR), commit(), Code.BAD_UPDATE),
+    "int8_channel_short": (session(INT8_INF_SCALE, Encoding.INT8_CHANNEL), commit(), Code.BAD_UPDATE),
+    "sparse_count_over_n": (session(varint_update(bytes(13), 13, bytes(13)), Encoding.SPARSE_INT8), commit(),
+                            Code.BAD_UPDATE),
+    "sparse_index_past_n": (session(varint_update(b"\x0c", 1, b"\x01"), Encoding.SPARSE_INT8), commit(),
+                            Code.BAD_UPDATE),
+    "sparse_varint_6_bytes": (session(varint_update(b"\x80" * 5 + b"\x00", 1, b"\x01"), Encoding.SPARSE_INT8),
+                              commit(), Code.BAD_UPDATE),
+    "sparse_varint_over_32_bits": (session(varint_update(b"\xff\xff\xff\xff\x1f", 1, b"\x01"), Encoding.SPARSE_INT8),
+                                   commit(), Code.BAD_UPDATE),
+    "sparse_ends_in_varints": (session(struct.pack("<If", 2, 0.5) + b"\x00\x80", Encoding.SPARSE_INT8), commit(),
+                               Code.BAD_UPDATE),
+    "sparse_nan_scale": (session(varint_update(b"\x00", 1, b"\x01", scale=np.nan), Encoding.SPARSE_INT8), commit(),
+                         Code.BAD_UPDATE),
+    "rollback_without_previous": (b"", msg(MsgType.ROLLBACK, Rollback(3).pack(), seq=7), Code.NO_PREVIOUS),
+    "rollback_to_active": (b"", msg(MsgType.ROLLBACK, Rollback(0).pack(), seq=7), "ACTIVE"),
+    "sync_bytes": (b"", b"\x00\x00\x00", "SILENT"),
+}
+STATUS_REQ = msg(MsgType.STATUS_REQ, seq=8)
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_hostile_frame_is_named_like_the_python_device(exe, tmp_path, name):
+    prelude, hostile, expected, *keyed = CORPUS[name]
+    key = keyed[0] if keyed else None
+    wire = prelude + hostile + STATUS_REQ
+    c_out, c_image = run_c(exe, wire, tmp_path, key=key)
+    py_out, py_image = run_python(wire, key=key)
+    assert_same_replies(c_out, py_out)
+    replies = frames(c_out)
+    answer = [(k, p) for k, s, p in replies if s == 7]
+    status = Status.unpack(replies[-1][2])
+    if expected is None:  # noise: dropped and counted, never answered
+        assert answer == [] and status.dropped == 1
+    elif expected == "SILENT":
+        assert answer == [] and status.dropped == 0
+    elif expected == "NACK":
+        assert answer == [(MsgType.NACK, struct.pack("<IB", 0, Code.GAP))]
+    elif expected == "ACTIVE":
+        assert answer == [(MsgType.ACTIVE, struct.pack("<I", 0) + img.digest(START))]
+    else:
+        assert answer == [(MsgType.ERROR, bytes([expected, hostile_type(hostile)]))]
+        assert status.last_error == expected
+    assert c_image.tobytes() == py_image.tobytes() == START.tobytes()  # the weights are untouched
+
+
+def hostile_type(wire):
+    return cobs.decode(wire[:-1])[3]
+
+
+def test_device_type_is_refused_before_its_length(exe, tmp_path):
+    """PROTOCOL.md §1: a type the device never accepts is BAD_TYPE, whatever its payload."""
+    wire = raw(kind=MsgType.ACK, payload=bytes(3))
+    assert frames(run_c(exe, wire, tmp_path)[0]) == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
+
+
+@pytest.mark.xfail(strict=True, reason="emulator.py decodes the payload before refusing a device -> host type "
+                                       "(answers BAD_LENGTH); PROTOCOL.md §1 and the C receiver say BAD_TYPE")
+def test_python_device_refuses_a_device_type_before_its_length():
+    replies = frames(run_python(raw(kind=MsgType.ACK, payload=bytes(3)))[0])
+    assert replies == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
+
+
+hostile = st.one_of(
+    st.binary(max_size=80),
+    st.builds(lambda k, s, p: encode(k, s, p), st.sampled_from(list(MsgType) + [0, 0x42]), st.integers(0, 0xFFFF),
+              st.binary(max_size=50)),
+    st.builds(lambda o, d: encode(MsgType.CHUNK, 1, struct.pack("<I", o) + d), st.integers(0, 2**32 - 1),
+              st.binary(min_size=1, max_size=40)),
+    st.builds(lambda b: encode(MsgType.BEGIN, 1, b.pack()), st.builds(
+        Begin, st.integers(0, 3), st.integers(0, 2), st.integers(0, 200), st.integers(0, 6), st.integers(0, 3))),
+    st.builds(lambda c: encode(MsgType.COMMIT, 1, c.pack()), st.builds(
+        Commit, st.integers(0, 3), st.binary(min_size=32, max_size=32), st.sampled_from([b"", bytes(32)]))),
+    st.builds(lambda x: encode(MsgType.INFER, 2, np.asarray(x, "<f4").tobytes()),
+              st.lists(st.floats(width=32), min_size=4, max_size=4)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(hostile, max_size=25), st.booleans())
+def test_random_streams_answer_like_the_python_device(exe, tmp_path_factory, stream, delimit):
+    """Noise and malformed frames, delimited or run together: the same replies byte for byte, and
+    the weights never change."""
+    wire = b"".join(w + b"\x00" if delimit else w for w in stream) + b"\x00" + STATUS_REQ
+    c_out, c_image = run_c(exe, wire, tmp_path_factory.mktemp("h"))
+    py_out, py_image = run_python(wire)
+    assert_same_replies(c_out, py_out)
+    assert c_image.tobytes() == py_image.tobytes() == START.tobytes()
+
+
+# ---- decoding: bit for bit the host's decode ----
+
+def special_image(seed):
+    """An image with float16 subnormals, signed zeros, large and tiny values."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(img.size(LAYERS)) * 10 ** rng.uniform(-8, 4, img.size(LAYERS))).astype(np.float32)
+    x[:6] = [6e-8, -3e-6, 6.1e-5, -0.0, 65504, 1e-30]
+    return x
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decoded_image_is_the_hosts_bit_for_bit(exe, tmp_path, encoding, seed):
+    target = special_image(seed)
+    base = START if encoding == Encoding.SPARSE_INT8 else None
+    update = enc.encode(target, LAYERS, encoding, base=base)
+    expected = enc.decode(update, LAYERS, encoding, base)
+    wire = session(update, encoding) + commit(img.digest(expected))
+    c_out, c_image = run_c(exe, wire, tmp_path)
+    assert frames(c_out)[-1] == (MsgType.ACTIVE, 7, struct.pack("<I", 9) + img.digest(expected))
+    assert c_image.tobytes() == expected.tobytes()
+    assert_same_replies(c_out, run_python(wire)[0])
+
+
+def test_wide_outputs_cross_cobs_blocks(exe, tmp_path):
+    """OUTPUT frames longer than 254 bytes (several COBS blocks) decode to the host's values."""
+    layers = (Layer(100, 4, 0),)
+    image = np.random.default_rng(3).standard_normal(img.size(layers)).astype(np.float32)
+    x = np.array([1, -2, 0.5, 3], np.float32)
+    wire = msg(MsgType.INFER, Vector(x).pack(), seq=5) + msg(MsgType.HELLO_REQ, seq=6)
+    c_out, _ = run_c(exe, wire, tmp_path, layers=layers, image=image, max_frame=1024)
+    assert_same_replies(c_out, run_python(wire, layers=layers, image=image, max_frame=1024)[0])
+    (kind, _, y), _ = frames(c_out)
+    assert kind == MsgType.OUTPUT and np.allclose(np.frombuffer(y, "<f4"), img.forward(image, layers, x), atol=1e-5)
+
+
+# ---- the C device on a pty, driven by the host ----
+
+X = np.random.default_rng(5).standard_normal((3, 24)).astype(np.float32)
+FACTORY = learned_head(seed=99, n=0)
+SLOT_24 = 4 * img.size(img.layers_of(FACTORY))  # the slot of the 24-32-4 head on the pty
+
+
+class CDevice:
+    """rx_pty_main serving a pty, its slots persisted in `state` (survives kill -9 and restarts)."""
+
+    def __init__(self, exe, port, tmp_path, key=None, extra=()):
+        self.state = tmp_path / "state.bin"
+        head = write_head(tmp_path / "head.bin", img.layers_of(FACTORY), img.image_of(FACTORY))
+        self.args = [str(exe), str(head), str(self.state), "--pty", port, *extra]
+        if key is not None:
+            (tmp_path / "key").write_bytes(key)
+            self.args += ["--key", str(tmp_path / "key")]
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        assert ready and self.proc.stdout.readline() == b"ready\n", self.proc.stderr.read1().decode()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(5) == 0, self.proc.stderr.read().decode()
+
+    def image(self):
+        """The active slot as persisted: (update id, image)."""
+        data = self.state.read_bytes()
+        _, _, id0, id1, _, active, *_ = STATE.unpack_from(data)
+        size = (len(data) - STATE.size) // 2
+        at = STATE.size + active * size
+        return (id0, id1)[active], np.frombuffer(data[at:at + size], "<f4")
+
+
+@pytest.fixture
+def c_rig(exe, tmp_path):
+    """make(key=None, extra=(), **faults) -> (relay, device): the C device behind a seeded Relay."""
+    made = []
+
+    def make(key=None, extra=(), **faults):
+        relay = Relay(**faults)
+        made.append((relay, CDevice(exe, relay.device.path, tmp_path, key, extra)))
+        return made[-1]
+
+    yield make
+    for relay, device in made:
+        device.stop()
+        relay.close()
+
+
+def outputs(port):
+    return np.array([host.infer(port, x) for x in X])
+
+
+def forward(head):
+    return np.array([img.forward(img.image_of(head), img.layers_of(head), x) for x in X])
+
+
+@pytest.mark.parametrize("encoding", ["f32", "f16", "int8", "int8-tensor"])
+def test_every_encoding_installs_the_hosts_decoded_weights(c_rig, encoding):
+    relay, device = c_rig()
+    images = {}
+    head = learned_head()
+    report = host.push(relay.host.path, head, encoding=encoding, verify=True, images=images)
+    assert report.encoding == encoding and report.parity <= 1e-5
+    mid = model_id(img.layers_of(head))
+    active_id, image = device.image()
+    assert active_id == report.update_id and image.tobytes() == images[(mid, report.update_id)].tobytes()
+    assert host.status(relay.host.path).active_id == report.update_id
+
+
+def test_sparse_pushes_carry_the_residual(c_rig):
+    """Budgeted sparse pushes: the device holds the host's mirror bit for bit, and the residual to
+    the learned weights shrinks on every push (PROTOCOL.md §4); one that fits the slot ends it."""
+    relay, device = c_rig()
+    images, mid = {}, model_id(img.layers_of(FACTORY))
+    assert host.push(relay.host.path, learned_head(n=10), encoding="sparse", images=images).encoding == "f32"
+    target = img.image_of(learned_head(n=40))
+    residuals = [np.abs(device.image()[1] - target)]
+    for budget in [None, None, SLOT_24]:
+        report = host.push(relay.host.path, learned_head(n=40), encoding="sparse", budget=budget, verify=True,
+                           images=images)
+        active_id, image = device.image()
+        assert report.encoding == "sparse" and report.parity <= 1e-5 and active_id == report.update_id
+        assert image.tobytes() == images[(mid, report.update_id)].tobytes()
+        residuals.append(np.abs(image - target))
+        assert np.all(residuals[-1] <= residuals[-2]) and np.linalg.norm(residuals[-1]) < np.linalg.norm(residuals[-2])
+    assert residuals[-1].max() <= residuals[-2].max() / 250  # max|delta| / 254, plus float32 rounding
+
+
+def test_keyed_device_refuses_unsigned_and_forged_updates(c_rig):
+    relay, device = c_rig(key=KEY)
+    head = learned_head()
+    for key, code in [(None, Code.UNSIGNED), (b"x" * 16, Code.BAD_SIGNATURE)]:
+        with pytest.raises(ProtocolError) as e:
+            host.push(relay.host.path, head, key=key, images={})
+        assert e.value.code == code
+        assert device.image()[0] == 0 and np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
+    report = host.push(relay.host.path, head, key=KEY, verify=True, images={})
+    assert report.parity <= 1e-5 and device.image()[0] == report.update_id
+
+
+@pytest.mark.parametrize("fault", ["drop", "corrupt", "duplicate", "reorder"])
+def test_faulty_line_still_completes(c_rig, fault):
+    relay, device = c_rig(seed=1, **{fault: 0.3})
+    head = learned_head(seed=2)
+    report = host.push(relay.host.path, head, window=6, timeout=0.1, retries=60, verify=True, images={})
+    assert relay.faults[fault] > 0 and report.parity <= 1e-5
+    assert device.image()[1].tobytes() == img.image_of(head).tobytes()
+
+
+def test_kill_mid_transfer_keeps_old_weights_then_completes(c_rig):
+    relay, device = c_rig()
+    head = learned_head()
+
+    def kill_halfway(have, total):
+        if have > total // 2 and device.proc.poll() is None:
+            device.kill()
+
+    with pytest.raises(DeviceTimeout):
+        host.push(relay.host.path, head, window=2, timeout=0.05, retries=3, progress=kill_halfway, images={})
+    device.start()
+    assert device.image()[0] == 0 and np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
+    assert host.status(relay.host.path).have == 0  # staging is RAM: the restarted device begins again
+    report = host.push(relay.host.path, head, verify=True, images={})
+    assert report.resumed_from == 0 and report.parity <= 1e-5
+    device.kill()  # the new weights survive a kill after COMMIT
+    device.start()
+    assert host.status(relay.host.path).active_id == report.update_id
+    assert np.abs(outputs(relay.host.path) - forward(head)).max() <= 1e-5
+
+
+def test_rollback_flips_and_persists(c_rig):
+    relay, device = c_rig()
+    head = learned_head()
+    report = host.push(relay.host.path, head, images={})
+    assert host.rollback(relay.host.path).active_id == 0
+    device.kill()
+    device.start()
+    s = host.status(relay.host.path)
+    assert (s.active_id, s.previous_id) == (0, report.update_id)
+    assert np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
+    assert host.rollback(relay.host.path).active_id == report.update_id  # and forward again
+    assert np.abs(outputs(relay.host.path) - forward(head)).max() <= 1e-5
+
+
+def test_failed_persist_keeps_the_old_weights(c_rig):
+    relay, device = c_rig(extra=["--fail-persist"])
+    with pytest.raises(ProtocolError) as e:
+        host.push(relay.host.path, learned_head(), images={})
+    assert e.value.code == Code.BAD_UPDATE
+    s = host.status(relay.host.path)
+    assert (s.active_id, s.previous_id) == (0, 0xFFFFFFFF) and device.image()[0] == 0
+    assert np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
