@@ -9,7 +9,7 @@ the BULK part of them (CHUNK frames and the ACKs/NACKs that answer them) apart f
 messages (HELLO_REQ, HELLO, BEGIN and its ACK, COMMIT, ACTIVE).
 
 * Efficiency, two ways: session = payload / all wire bytes; bulk = payload / bulk wire bytes. The
-  fixed messages do not depend on the head (about 210 bytes unsigned), so the best any frame size
+  fixed messages barely depend on the head (about 200 bytes unsigned), so the best any frame size
   could do for a session is payload / (payload + fixed): the "ceiling" column.
 * Small heads are pushed at the emulator's default max_frame (1024) and again, f32 only, to a
   device announcing 4096 (the protocol's largest), to show what frame size buys. A head whose
