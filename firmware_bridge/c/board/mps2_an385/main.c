@@ -102,6 +102,10 @@ int main(void) {
     for (;;) {
         uint8_t bytes[64];
         size_t n = uart_read(bytes, sizeof bytes);
-        if (n > 0) efb_rx_feed(&rx, bytes, n);
+        if (n > 0) {
+            efb_rx_feed(&rx, bytes, n);
+        } else {
+            uart_wait();
+        }
     }
 }
