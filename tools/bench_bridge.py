@@ -59,6 +59,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ class TallyPort:
         data = self._port.read(n)
         *records, self._partial = (self._partial + data).split(b"\x00")
         for record in records:
-            kind, seq = self._kind(record)
+            _, seq = self._kind(record)
             self._count("in", "bulk" if self._asked.get(seq) == MsgType.CHUNK else "fixed", len(record) + 1)
         return data
 
@@ -336,7 +337,7 @@ def bench(case: Case, turnaround: float) -> dict:
             "slot_size": slot, "parameters": img.size(layers), "changed": int(np.count_nonzero(target != base)),
             "checked_inputs": len(inputs), "sending_nothing": nothing, "rows": rows,
             "ratio_f32_over_sparse": full["wire_bytes"] / pushes[0]["wire_bytes"],
-            "residual_shrinks": all(b["residual_l2"] < a["residual_l2"] for a, b in zip(pushes, pushes[1:])),
+            "residual_shrinks": all(b["residual_l2"] < a["residual_l2"] for a, b in pairwise(pushes)),
             "to_agreement": {"agreement": AGREEMENT, "reached": pushes[reach - 1]["argmax_agreement"] >= AGREEMENT,
                              "pushes": reach, "wire_bytes": sum(p["wire_bytes"] for p in pushes[:reach]),
                              "f32_wire_bytes": full["wire_bytes"]},
@@ -381,8 +382,9 @@ def table(results: list[dict], targets: list[dict], turnaround: float) -> str:
             f"paced: wire bytes (both directions, serialised) x {BITS_PER_BYTE} bits / baud + {turnaround * 1e3:g} ms "
             f"x blocking round trips. Efficiency = payload / wire bytes: session = all frames; bulk = CHUNK frames "
             f"and their ACKs; ceiling = payload / (payload + fixed messages), the best any frame size could do.")
-    lines = [note, "", "| head | max_frame | encoding | when | payload B | wire B | fixed B | session eff. | "
-             "bulk eff. | ceiling | 115,200 baud s | 1 Mbaud s | parity |", "|" + "---|" * 13]
+    header = ("| head | max_frame | encoding | when | payload B | wire B | fixed B | session eff. | bulk eff. | "
+              "ceiling | 115,200 baud s | 1 Mbaud s | parity |")
+    lines = [note, "", header, "|" + "---|" * 13]
     for r in results:
         for row in r["rows"]:
             if row["encoding"] == "sparse":
@@ -392,12 +394,13 @@ def table(results: list[dict], targets: list[dict], turnaround: float) -> str:
                          f"{row['payload_bytes']:,} | {row['wire_bytes']:,} | {row['fixed_wire_bytes']} | "
                          f"{row['efficiency']:.1%} | {row['bulk_efficiency']:.1%} | {row['ceiling']:.1%} | "
                          f"{row['line_s_115200']:.3f} | {row['line_s_1000000']:.4f} | {checked} |")
-    lines += ["", f"Sparse int8 after {SAMPLES} online FDFA samples (the device held the head as loaded). "
-              "parity = max |device INFER - host forward on its mirror| on every held-out input; the rest is the "
-              "gap to the learned head, which the host keeps as residual: max weight error, residual L2 "
-              "(|learned - device| / |learned - as loaded|), max output difference, argmax agreement.", "",
-              "| head | budget | payload B | wire B | f32 ÷ this (wire) | parity | max weight err | residual L2 | "
-              "max output diff | argmax agreement |", "|" + "---|" * 10]
+    sparse_note = (f"Sparse int8 after {SAMPLES} online FDFA samples (the device held the head as loaded). "
+                   "parity = max |device INFER - host forward on its mirror| on every held-out input; the rest is "
+                   "the gap to the learned head, which the host keeps as residual: max weight error, residual L2 "
+                   "(|learned - device| / |learned - as loaded|), max output difference, argmax agreement.")
+    header = ("| head | budget | payload B | wire B | f32 ÷ this (wire) | parity | max weight err | residual L2 | "
+              "max output diff | argmax agreement |")
+    lines += ["", sparse_note, "", header, "|" + "---|" * 10]
     for r in results:
         n = r["sending_nothing"]
         lines.append(f"| {r['head']} | nothing sent | 0 | 0 | – | – | {n['max_weight_error']:.3g} | 1.00 | "

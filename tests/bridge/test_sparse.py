@@ -3,6 +3,7 @@ without writing outside the slot, the byte budget kept with the largest changes 
 budgeted push over a real pty whose device answers are the host mirror's, bit for bit."""
 
 import struct
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -180,13 +181,13 @@ def test_budgeted_pushes_match_the_mirror_and_converge(rig, heads):
         residuals.append(np.abs(mirror - target))
     l2 = [float(np.linalg.norm(r)) for r in residuals]
     top = [float(r.max()) for r in residuals]
-    assert all(b < a for a, b in zip(l2, l2[1:]) if a > 1e-6)  # shrinks on every push
-    assert all(b <= a for a, b in zip(top, top[1:]))  # no element's error grows
+    assert all(b < a for a, b in pairwise(l2) if a > 1e-6)  # shrinks on every push
+    assert all(b <= a for a, b in pairwise(top))  # no element's error grows
     assert top[1] > 1e-3 and top[-1] <= 1e-6  # the first push left a residual; repeated ones lose nothing
 
 
 def test_sparse_budget_flag_caps_the_cli_push(tmp_path, rig, heads, capsys):
-    relay, emulator = rig()
+    relay, _ = rig()
     images_dir = tmp_path / "mirror"
     for name, n in (("factory.efdb", 0), ("learned.efdb", 40)):
         (tmp_path / name).write_bytes(bundle.pack(bundle.head_tensors(heads(n=n))))
