@@ -1,7 +1,7 @@
 """The C receiver as firmware on an emulated Cortex-M3 (QEMU mps2-an385), driven by the real host:
 it announces the shipped IMU model's head, takes learned heads in float32, int8 and sparse int8 and
 answers INFER like the host's own forward pass, and keeps the old weights when it loses power in the
-middle of a push or while it writes its flash."""
+middle of a push or while it writes its flash; a ROLLBACK, too, outlives a reset."""
 
 import struct
 from pathlib import Path
@@ -135,4 +135,18 @@ def test_power_cut_while_writing_flash_keeps_the_old_weights(boards, imu):
     assert board.boot == f"restored update {old.update_id:08x}"
     s = host.status(board.port)
     assert (s.active_id, s.previous_id) == (old.update_id, NONE)
+    assert np.abs(outputs_on(board.port, features) - host_outputs(first, features)).max() <= 1e-5
+
+
+def test_rollback_survives_a_reset(boards, imu):
+    _, (first, second), features = imu
+    board = boards()
+    old = host.push(board.port, first, encoding="f32", images={})
+    new = host.push(board.port, second, encoding="f32", images={})
+    assert host.rollback(board.port).active_id == old.update_id  # persists the record alone
+    board.kill()
+    board = boards()
+    assert board.boot == f"restored update {old.update_id:08x}"
+    s = host.status(board.port)
+    assert (s.active_id, s.previous_id) == (old.update_id, new.update_id)
     assert np.abs(outputs_on(board.port, features) - host_outputs(first, features)).max() <= 1e-5
