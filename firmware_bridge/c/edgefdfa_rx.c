@@ -370,7 +370,7 @@ static void send_status(efb_rx *rx, uint16_t seq) {
     unsigned other = 1u - rx->state.active;
     p[0] = rx->in_session;
     wr32(p + 1, efb_rx_active_id(rx));
-    wr32(p + 5, (rx->state.valid >> other) & 1u ? rx->state.ids[other] : EFB_NO_ID);
+    wr32(p + 5, ((unsigned)rx->state.valid >> other) & 1u ? rx->state.ids[other] : EFB_NO_ID);
     wr32(p + 9, rx->in_session ? rx->update_id : 0);
     wr32(p + 13, rx->have);
     wr32(p + 17, rx->in_session ? rx->total : 0);
@@ -495,7 +495,7 @@ static void on_begin(efb_rx *rx, uint16_t seq, const uint8_t *p) {
     uint8_t encoding = p[12], flags = p[13];
     efb_code code = EFB_OK;
     if (id == 0 || (flags & ~SIGNED) != 0) code = EFB_BAD_FLAGS;
-    else if (encoding >= 8 || !((rx->cfg.encodings >> encoding) & 1u)) code = EFB_BAD_ENCODING;
+    else if (encoding >= 8 || !(((unsigned)rx->cfg.encodings >> encoding) & 1u)) code = EFB_BAD_ENCODING;
     else if (total > rx->cfg.slot_size) code = EFB_TOO_LARGE;
     else if (rx->cfg.key_len && !(flags & SIGNED)) code = EFB_UNSIGNED;
     else if (encoding == EFB_SPARSE_INT8 && base != efb_rx_active_id(rx)) code = EFB_BASE_MISMATCH;
@@ -593,7 +593,7 @@ static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n) {
 static efb_code rollback(efb_rx *rx, uint32_t to_id) {
     unsigned other = 1u - rx->state.active;
     if (efb_rx_active_id(rx) == to_id) return EFB_OK; /* a resent ROLLBACK already done */
-    if (!((rx->state.valid >> other) & 1u) || rx->state.ids[other] != to_id) return EFB_NO_PREVIOUS;
+    if (!(((unsigned)rx->state.valid >> other) & 1u) || rx->state.ids[other] != to_id) return EFB_NO_PREVIOUS;
     efb_rx_state next = rx->state;
     next.active = (uint8_t)other;
     return install(rx, &next, -1) ? EFB_OK : EFB_NO_PREVIOUS;

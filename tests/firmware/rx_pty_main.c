@@ -1,14 +1,16 @@
 /* Test device: the C receiver (firmware_bridge/c/edgefdfa_rx.c) on a pseudo-terminal or on
  * stdin/stdout, with its slots and state record persisted in a file as firmware would in flash.
  *
- *   rx_pty_main HEAD STATE (--pty PATH | --stdio) [--key FILE] [--max-frame N] [--encodings MASK]
- *               [--dump FILE] [--fail-persist]
+ *   rx_pty_main HEAD STATE (--pty PATH | --cases) [--key FILE] [--max-frame N] [--encodings MASK]
+ *               [--fail-persist]
  *
  * HEAD: the layer table as HELLO sends it (u8 n_layers, then u16 n_out, u16 n_in, u8 activation
  * each) followed by the factory image (float32). STATE: record | slot 0 | slot 1, created from the
  * factory weights if missing, restored if present ("-": keep nothing). --pty serves a pty slave
- * until SIGTERM (prints "ready" once listening); --stdio answers the frames on stdin until EOF and
- * then writes the active image to --dump. --fail-persist makes every persist fail.
+ * until SIGTERM (prints "ready" once listening). --cases (with STATE "-") answers test cases on
+ * stdin until EOF, each a u32 length and that many bytes of wire: a fresh receiver on the factory
+ * weights is fed them, and stdout gets u32 length | its replies | the active image afterwards.
+ * --fail-persist makes every persist fail.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -25,7 +27,9 @@
 static volatile sig_atomic_t stopping = 0;
 
 typedef struct {
-    int out_fd;    /* replies go here */
+    int out_fd;    /* replies go here, or into `out` if -1 */
+    uint8_t *out;
+    size_t out_len, out_cap;
     int state_fd;  /* the persistence file, or -1 */
     int fail_persist;
     float *slots[2];
@@ -59,7 +63,17 @@ static int write_at(int fd, off_t at, const void *p, size_t n) {
 }
 
 static void reply(void *ctx, const uint8_t *bytes, size_t n) {
-    if (write_all(((device *)ctx)->out_fd, bytes, n) != 0) die("writing a reply");
+    device *d = ctx;
+    if (d->out_fd >= 0) {
+        if (write_all(d->out_fd, bytes, n) != 0) die("writing a reply");
+        return;
+    }
+    while (d->out_len + n > d->out_cap) {
+        d->out_cap = d->out_cap ? 2 * d->out_cap : 4096;
+        if ((d->out = realloc(d->out, d->out_cap)) == NULL) die("out of memory");
+    }
+    memcpy(d->out + d->out_len, bytes, n);
+    d->out_len += n;
 }
 
 /* The image first, then the record, each synced: a kill at any point leaves the old record. */
@@ -90,6 +104,39 @@ static uint8_t *read_file(const char *path, size_t *n) {
     return buf;
 }
 
+static int read_all(int fd, void *p, size_t n) {
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t k = read(fd, b, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        b += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* --cases: each case a fresh receiver on the factory weights; see the top of this file. */
+static int serve_cases(efb_rx *rx, const efb_rx_config *cfg, device *d, const uint8_t *factory) {
+    uint32_t n;
+    uint8_t *wire = NULL;
+    while (read_all(0, &n, sizeof n) == 0) {
+        if ((wire = realloc(wire, n ? n : 1)) == NULL) die("out of memory");
+        if (read_all(0, wire, n) != 0) die("a case ends early");
+        memcpy(d->slots[0], factory, d->slot_size);
+        memset(d->slots[1], 0, d->slot_size);
+        if (efb_rx_init(rx, cfg, NULL) != EFB_RX_OK) die("efb_rx_init");
+        d->out_len = 0;
+        efb_rx_feed(rx, wire, n);
+        uint32_t len = (uint32_t)d->out_len;
+        if (write_all(1, &len, sizeof len) != 0 || write_all(1, d->out, d->out_len) != 0 ||
+            write_all(1, efb_rx_active_weights(rx), d->slot_size) != 0) {
+            die("writing a case's answer");
+        }
+    }
+    return 0;
+}
+
 static void set_raw(int fd) {
     struct termios t;
     if (tcgetattr(fd, &t) != 0) die("tcgetattr");
@@ -104,23 +151,23 @@ static void set_raw(int fd) {
 }
 
 int main(int argc, char **argv) {
-    const char *pty = NULL, *key_path = NULL, *dump = NULL;
-    int stdio = 0, fail_persist = 0;
+    const char *pty = NULL, *key_path = NULL;
+    int cases = 0, fail_persist = 0;
     long max_frame = 1024, encodings = EFB_ALL_ENCODINGS;
-    if (argc < 3) die("usage: rx_pty_main HEAD STATE (--pty PATH | --stdio) [--key FILE] [--max-frame N] ...");
+    if (argc < 3) die("usage: rx_pty_main HEAD STATE (--pty PATH | --cases) [--key FILE] [--max-frame N] ...");
     for (int i = 3; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--stdio")) stdio = 1;
+        if (!strcmp(a, "--cases")) cases = 1;
         else if (!strcmp(a, "--fail-persist")) fail_persist = 1;
         else if (v == NULL) die("an option is missing its value");
         else if (!strcmp(a, "--pty")) pty = v, ++i;
         else if (!strcmp(a, "--key")) key_path = v, ++i;
-        else if (!strcmp(a, "--dump")) dump = v, ++i;
         else if (!strcmp(a, "--max-frame")) max_frame = strtol(v, NULL, 0), ++i;
         else if (!strcmp(a, "--encodings")) encodings = strtol(v, NULL, 0), ++i;
         else die("unknown option");
     }
-    if (stdio == (pty != NULL)) die("give exactly one of --pty PATH and --stdio");
+    if (cases == (pty != NULL)) die("give exactly one of --pty PATH and --cases");
+    if (cases && strcmp(argv[2], "-") != 0) die("--cases keeps no state: give STATE -");
     if (max_frame < EFB_MIN_FRAME || max_frame > EFB_MAX_FRAME) die("--max-frame is outside 128..4096");
 
     size_t head_len, key_len = 0;
@@ -141,7 +188,7 @@ int main(int argc, char **argv) {
     if (head_len != table + slot_size) die("the head file's image does not match its layer table");
     if (key_path != NULL && (key = read_file(key_path, &key_len)) == NULL) die("cannot read the key file");
 
-    device d = {stdio ? 1 : -1, -1, fail_persist, {malloc(slot_size), malloc(slot_size)}, slot_size};
+    device d = {-1, NULL, 0, 0, -1, fail_persist, {malloc(slot_size), malloc(slot_size)}, slot_size};
     size_t buf_size = EFB_BUF_SIZE((size_t)max_frame), scratch_len = 0;
     for (unsigned l = 0; l < n_layers; ++l) scratch_len += 3u * layers[l].n_out; /* >= the widest's twice + output */
     scratch_len += layers[0].n_in;
@@ -187,32 +234,24 @@ int main(int argc, char **argv) {
         }
     }
 
-    int in_fd = 0;
-    if (pty != NULL) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_sigterm; /* no SA_RESTART: read() returns EINTR and the loop ends */
-        sigaction(SIGTERM, &sa, NULL);
-        in_fd = d.out_fd = open(pty, O_RDWR | O_NOCTTY);
-        if (in_fd < 0) die("cannot open the pty");
-        set_raw(in_fd);
-        printf("ready\n");
-        fflush(stdout);
-    }
+    if (cases) return serve_cases(&rx, &cfg, &d, head + table);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigterm; /* no SA_RESTART: read() returns EINTR and the loop ends */
+    sigaction(SIGTERM, &sa, NULL);
+    int fd = d.out_fd = open(pty, O_RDWR | O_NOCTTY);
+    if (fd < 0) die("cannot open the pty");
+    set_raw(fd);
+    printf("ready\n");
+    fflush(stdout);
     uint8_t buf[4096];
     while (!stopping) {
-        ssize_t k = read(in_fd, buf, sizeof buf);
+        ssize_t k = read(fd, buf, sizeof buf);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0 && errno == EIO) break; /* the pty's other side went away */
         if (k < 0) die("read");
         if (k == 0) break;
         efb_rx_feed(&rx, buf, (size_t)k);
-    }
-    if (dump != NULL) {
-        FILE *f = fopen(dump, "wb");
-        if (f == NULL || fwrite(efb_rx_active_weights(&rx), 1, slot_size, f) != slot_size || fclose(f) != 0) {
-            die("cannot write the dump");
-        }
     }
     return 0;
 }

@@ -1,7 +1,8 @@
-"""The C receiver (firmware_bridge/c/edgefdfa_rx.c), built with the system compiler, checked against
-the Python device (firmware_bridge/emulator.py) on the same frames, and driven over real
-pseudo-terminals by the real host: every encoding, sparse residuals, HMAC, a faulty line, kill -9
-mid-transfer and restart from its persisted slots, ROLLBACK, and a corpus of hostile frames."""
+"""The C receiver (firmware_bridge/c/edgefdfa_rx.c), built with the system compiler: a corpus of
+hostile frames and random streams answered byte for byte like the Python device
+(firmware_bridge/emulator.py; rx_pty_main --cases runs a fresh C device per stream), updates decoded
+bit for bit like the host, and real pseudo-terminals driven by the real host: every encoding, sparse
+residuals, HMAC, a faulty line, kill -9 mid-transfer and restart from the persisted slots, ROLLBACK."""
 
 import os
 import select
@@ -64,18 +65,48 @@ def write_head(path, layers, image):
     return path
 
 
-# ---- the C receiver and the Python device on the same bytes (stdin -> stdout) ----
+# ---- the C receiver and the Python device on the same bytes ----
 
-def run_c(exe, wire, tmp_path, *, key=None, layers=LAYERS, image=START, max_frame=128):
-    """(reply bytes, active image at the end) of the C receiver fed `wire`."""
-    head, dump = write_head(tmp_path / "head.bin", layers, image), tmp_path / "dump.bin"
-    args = [str(exe), str(head), "-", "--stdio", "--max-frame", str(max_frame), "--dump", str(dump)]
-    if key is not None:
-        (tmp_path / "key").write_bytes(key)
-        args += ["--key", str(tmp_path / "key")]
-    proc = subprocess.run(args, input=wire, capture_output=True, timeout=20)
-    assert proc.returncode == 0, proc.stderr.decode()
-    return proc.stdout, np.fromfile(dump, "<f4")
+class Cases:
+    """rx_pty_main --cases: one process answering many byte streams, each on a fresh device."""
+
+    def __init__(self, exe, tmp_path, key, layers, image, max_frame):
+        self.slot = 4 * img.size(layers)
+        args = [str(exe), str(write_head(tmp_path / "head.bin", layers, image)), "-", "--cases",
+                "--max-frame", str(max_frame)]
+        if key is not None:
+            (tmp_path / "key").write_bytes(key)
+            args += ["--key", str(tmp_path / "key")]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(self, wire):
+        """(reply bytes, active image at the end) of a fresh C device fed `wire`."""
+        self.proc.stdin.write(struct.pack("<I", len(wire)) + wire)
+        self.proc.stdin.flush()
+        (n,) = struct.unpack("<I", self.proc.stdout.read(4))
+        replies, image = self.proc.stdout.read(n), self.proc.stdout.read(self.slot)
+        assert len(image) == self.slot, "rx_pty_main --cases died"
+        return replies, np.frombuffer(image, "<f4")
+
+    def close(self):
+        self.proc.stdin.close()
+        assert self.proc.wait(5) == 0
+
+
+@pytest.fixture(scope="session")
+def run_c(exe, tmp_path_factory):
+    """run_c(wire, key=None, layers=LAYERS, image=START, max_frame=128) -> (replies, active image)."""
+    servers = {}
+
+    def run(wire, *, key=None, layers=LAYERS, image=START, max_frame=128):
+        config = (key, tuple(layers), np.asarray(image, "<f4").tobytes(), max_frame)
+        if config not in servers:
+            servers[config] = Cases(exe, tmp_path_factory.mktemp("cases"), key, layers, image, max_frame)
+        return servers[config].run(wire)
+
+    yield run
+    for server in servers.values():
+        server.close()
 
 
 def run_python(wire, *, key=None, layers=LAYERS, image=START, max_frame=128):
@@ -239,11 +270,11 @@ STATUS_REQ = msg(MsgType.STATUS_REQ, seq=8)
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_hostile_frame_is_named_like_the_python_device(exe, tmp_path, name):
+def test_hostile_frame_is_named_like_the_python_device(run_c, name):
     prelude, hostile, expected, *keyed = CORPUS[name]
     key = keyed[0] if keyed else None
     wire = prelude + hostile + STATUS_REQ
-    c_out, c_image = run_c(exe, wire, tmp_path, key=key)
+    c_out, c_image = run_c(wire, key=key)
     py_out, py_image = run_python(wire, key=key)
     assert_same_replies(c_out, py_out)
     replies = frames(c_out)
@@ -267,10 +298,10 @@ def hostile_type(wire):
     return cobs.decode(wire[:-1])[3]
 
 
-def test_device_type_is_refused_before_its_length(exe, tmp_path):
+def test_device_type_is_refused_before_its_length(run_c):
     """PROTOCOL.md §1: a type the device never accepts is BAD_TYPE, whatever its payload."""
     wire = raw(kind=MsgType.ACK, payload=bytes(3))
-    assert frames(run_c(exe, wire, tmp_path)[0]) == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
+    assert frames(run_c(wire)[0]) == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
 
 
 @pytest.mark.xfail(strict=True, reason="emulator.py decodes the payload before refusing a device -> host type "
@@ -295,13 +326,13 @@ hostile = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(hostile, max_size=25), st.booleans())
-def test_random_streams_answer_like_the_python_device(exe, tmp_path_factory, stream, delimit):
+def test_random_streams_answer_like_the_python_device(run_c, stream, delimit):
     """Noise and malformed frames, delimited or run together: the same replies byte for byte, and
     the weights never change."""
     wire = b"".join(w + b"\x00" if delimit else w for w in stream) + b"\x00" + STATUS_REQ
-    c_out, c_image = run_c(exe, wire, tmp_path_factory.mktemp("h"))
+    c_out, c_image = run_c(wire)
     py_out, py_image = run_python(wire)
     assert_same_replies(c_out, py_out)
     assert c_image.tobytes() == py_image.tobytes() == START.tobytes()
@@ -319,25 +350,52 @@ def special_image(seed):
 
 @pytest.mark.parametrize("encoding", list(Encoding))
 @pytest.mark.parametrize("seed", [0, 1])
-def test_decoded_image_is_the_hosts_bit_for_bit(exe, tmp_path, encoding, seed):
+def test_decoded_image_is_the_hosts_bit_for_bit(run_c, encoding, seed):
     target = special_image(seed)
     base = START if encoding == Encoding.SPARSE_INT8 else None
     update = enc.encode(target, LAYERS, encoding, base=base)
     expected = enc.decode(update, LAYERS, encoding, base)
     wire = session(update, encoding) + commit(img.digest(expected))
-    c_out, c_image = run_c(exe, wire, tmp_path)
+    c_out, c_image = run_c(wire)
     assert frames(c_out)[-1] == (MsgType.ACTIVE, 7, struct.pack("<I", 9) + img.digest(expected))
     assert c_image.tobytes() == expected.tobytes()
     assert_same_replies(c_out, run_python(wire)[0])
 
 
-def test_wide_outputs_cross_cobs_blocks(exe, tmp_path):
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(list(Encoding)), st.integers(0, 99), st.sampled_from(["flip", "truncate", "extend"]), st.data())
+def test_damaged_updates_decode_like_the_host(run_c, encoding, seed, how, data):
+    """A valid update with bytes flipped, cut or added, committed with the digest the host's decode
+    gives (if it decodes): the same ACTIVE or BAD_UPDATE, and the same image, as the Python device."""
+    base = START if encoding == Encoding.SPARSE_INT8 else None
+    update = bytearray(enc.encode(special_image(seed), LAYERS, encoding, base=base))
+    if how == "flip":
+        for i in data.draw(st.lists(st.integers(0, len(update) - 1), min_size=1, max_size=4)):
+            update[i] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        del update[data.draw(st.integers(0, len(update) - 1)):]
+    else:
+        update += data.draw(st.binary(min_size=1, max_size=8))  # past the slot: TOO_LARGE
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):
+            digest = img.digest(enc.decode(bytes(update), LAYERS, encoding, base))
+    except ProtocolError:
+        digest = bytes(32)
+    wire = (session(bytes(update), encoding) if update else msg(MsgType.BEGIN, Begin(9, 0, 0, encoding, 0).pack()))
+    wire += commit(digest) + STATUS_REQ
+    c_out, c_image = run_c(wire)
+    py_out, py_image = run_python(wire)
+    assert_same_replies(c_out, py_out)
+    assert c_image.tobytes() == py_image.tobytes()
+
+
+def test_wide_outputs_cross_cobs_blocks(run_c):
     """OUTPUT frames longer than 254 bytes (several COBS blocks) decode to the host's values."""
     layers = (Layer(100, 4, 0),)
     image = np.random.default_rng(3).standard_normal(img.size(layers)).astype(np.float32)
     x = np.array([1, -2, 0.5, 3], np.float32)
     wire = msg(MsgType.INFER, Vector(x).pack(), seq=5) + msg(MsgType.HELLO_REQ, seq=6)
-    c_out, _ = run_c(exe, wire, tmp_path, layers=layers, image=image, max_frame=1024)
+    c_out, _ = run_c(wire, layers=layers, image=image, max_frame=1024)
     assert_same_replies(c_out, run_python(wire, layers=layers, image=image, max_frame=1024)[0])
     (kind, _, y), _ = frames(c_out)
     assert kind == MsgType.OUTPUT and np.allclose(np.frombuffer(y, "<f4"), img.forward(image, layers, x), atol=1e-5)
