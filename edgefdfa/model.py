@@ -101,14 +101,8 @@ class EdgeModel:
         (learner.n_updates changed) or was replaced; weights written into learner.net by hand are seen
         by onnxruntime at once (it reads them in place) and by TFLite after the next step.
         """
-        x = self._sample(x)
-        learner = self.learner
-        if self._fed[0] is not learner or self._fed[1] != learner.n_updates:
-            net = learner.net
-            self.session.set_weights([a for W, b in zip(net.W, net.b) for a in (W, b)])
-            self._fed = (learner, learner.n_updates)
-        out, *features = self.session.run(x[None] if self._batched else x)
-        return out.reshape(-1), features[0].reshape(-1) if features else x.reshape(-1).copy()
+        out, *features = self._run(x, None)
+        return out, features[0] if features else self._sample(x).reshape(-1).copy()
 
     def features(self, x: Any) -> np.ndarray:
         """The head's input for one sample: the backbone's output, flattened to (n_features,)."""
@@ -118,32 +112,42 @@ class EdgeModel:
         return self.learner.learn_one(self.observe(x)[1], y)
 
     def predict_one(self, x: Any) -> int | np.ndarray:
-        out = self.observe(x)[0]
+        out = self._run(x, 1)[0]
         return int(np.argmax(out)) if self.learner.loss.classification else out
 
     def predict_proba_one(self, x: Any) -> np.ndarray:
         """Class probabilities (ce: the file's Softmax, or a softmax of its output) or the prediction (mse)."""
-        out = self.observe(x)[0]
+        out = self._run(x, 1)[0]
         if self.learner.loss.classification and not self.split.softmax:
             self.learner.loss.output(out[None], out[None])
         return out
 
     def output_one(self, x: Any) -> np.ndarray:
         """What the (exported) file outputs for x: probabilities if it ends in Softmax, else raw values."""
-        return self.observe(x)[0]
+        return self._run(x, 1)[0]
+
+    def _run(self, x: Any, n: int | None) -> list[np.ndarray]:
+        """The file's first n outputs (all: n=None) for sample x, flat, with the head as it is now."""
+        x = self._sample(x)
+        learner = self.learner
+        if self._fed[0] is not learner or self._fed[1] != learner.n_updates:
+            net = learner.net
+            self.session.set_weights([a for W, b in zip(net.W, net.b) for a in (W, b)])
+            self._fed = (learner, learner.n_updates)
+        return self.session.run(x[None] if self._batched else x, n)
 
     def _sample(self, x: Any) -> np.ndarray:
         """x checked (numbers, one sample's shape, finite) as float32: x itself when it is already."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise BadSampleError(f"input has dtype {x.dtype}; {self.name} takes numbers")
+        if type(x) is not np.ndarray or x.dtype != _F32:  # the fast path takes a float32 array as it is
+            x = np.asarray(x)
+            if x.dtype.kind not in "biuf":
+                raise BadSampleError(f"input has dtype {x.dtype}; {self.name} takes numbers")
+            with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
+                x = x.astype(np.float32)
         if x.shape != self.sample_shape and (len(x.shape) != len(self.sample_shape) or any(
                 d is not None and d != n for d, n in zip(self.sample_shape, x.shape))):
             expected = tuple("?" if d is None else d for d in self.sample_shape)
             raise BadSampleError(f"input has shape {x.shape}; {self.name} takes one sample of shape {expected}")
-        if x.dtype != _F32:
-            with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
-                x = x.astype(np.float32)
         if self._zeros.size != x.size:
             self._zeros = np.zeros(x.size, np.float32)
         # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0

@@ -46,7 +46,8 @@ class Session:
 class InferenceSession:
     """A format's inference_model in onnxruntime, run through an IOBinding: the head's weights are bound
     once and read in place at every run (learning that writes them in place needs no new set_weights);
-    the input is copied into a bound buffer; onnxruntime allocates the outputs."""
+    the input is copied into a bound buffer; outputs of a fixed shape are written into bound buffers
+    (copied out), others allocated by onnxruntime at each run."""
 
     def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
         self.name = name
@@ -57,8 +58,15 @@ class InferenceSession:
         self._weight_names, self._weights = [i.name for i in inputs[1:]], []
         self._binding = self._session.io_binding()
         self._x = self._bind_input(tuple(1 if d is None else d for d in self.input.shape))  # one sample
-        for output in outputs:
-            self._binding.bind_output(output.name, "cpu")
+        self._y: list[np.ndarray] | None = None  # the bound output buffers, flat views
+        if None not in self.input.shape and all(None not in o.shape for o in self.outputs):
+            buffers = [np.zeros(o.shape, o.dtype) for o in self.outputs]
+            for output, y in zip(self.outputs, buffers):
+                self._binding.bind_output(output.name, "cpu", 0, y.dtype, y.shape, y.ctypes.data)
+            self._y = [y.reshape(-1) for y in buffers]
+        else:
+            for output in outputs:
+                self._binding.bind_output(output.name, "cpu")
 
     def set_weights(self, arrays: list[np.ndarray]) -> None:
         """Bind [W0, b0, W1, b1...] (C-contiguous float32, kept alive here), read in place from now on."""
@@ -71,16 +79,19 @@ class InferenceSession:
             self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a))
         self._weights = list(arrays)
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Every output for x (shape checked by the caller, batch dimension included), as new arrays."""
+    def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
+        """The first n outputs (all by default) for x (shape checked by the caller, batch dimension
+        included), as new flat arrays."""
         if x.shape != self._x.shape:  # a dynamic dimension: a buffer of the new shape
             self._x = self._bind_input(x.shape)
-        np.copyto(self._x, x, casting="unsafe")
+        self._x[...] = x  # casts to the input's dtype
         try:
             self._session.run_with_iobinding(self._binding)
         except Exception as exc:  # a shape the model rejects inside (e.g. a Reshape)
             raise BadModelError(f"{self.name}: onnxruntime failed on input of shape {x.shape}: {exc}") from None
-        return self._binding.copy_outputs_to_cpu()
+        if self._y is not None:
+            return [y.copy() for y in self._y[:n]]
+        return [y.reshape(-1) for y in self._binding.copy_outputs_to_cpu()[:n]]
 
     def _bind_input(self, shape: tuple[int, ...]) -> np.ndarray:
         buffer = np.zeros(shape, self.input.dtype)

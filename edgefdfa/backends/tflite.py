@@ -92,7 +92,16 @@ class Session:
 class InferenceSession:
     """A format's inference_model in the interpreter: the sample and the head's weights in, every
     output out, in one invoke. set_weights copies the weights into the interpreter, so call it again
-    after they change."""
+    after they change.
+
+    The fast path writes the sample into the input's buffer and copies the outputs out of theirs
+    through NumPy views taken once, and invokes through the interpreter's C++ wrapper. The Python
+    Interpreter refuses to invoke while any view is alive (invoke() and allocate_tensors() may move
+    the buffers); TFLite moves them only when tensors are (re)allocated: on a resize, which drops and
+    retakes the views here, and, in a graph whose sizes depend on the values, inside invoke. So the
+    views are used only if the buffers stay put over two invokes when they are taken, and checked again
+    at every set_weights; otherwise (or where the wrapper differs) the session uses set_tensor/get_tensor.
+    """
 
     def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
         self.name = name
@@ -100,11 +109,12 @@ class InferenceSession:
         inputs, self._out = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         self._in, self._weights = inputs[0], [d["index"] for d in inputs[1:]]
         self.input, self.outputs = _info(self._in), [_info(d) for d in self._out]
-        self._index, self._outputs = self._in["index"], [d["index"] for d in self._out]  # the fast path's
+        self._index, self._outputs = self._in["index"], [d["index"] for d in self._out]
         self._shape = tuple(int(d) for d in self._in["shape"])  # as allocated now
-        self._dtype = np.dtype(self._in["dtype"])
         self._quantized = _scale(self._in) is not None, any(_scale(d) is not None for d in self._out)
         self._arrays: list[np.ndarray] = []
+        self._invoke, self._x, self._y = None, None, []  # the wrapper's Invoke, views of the input's and outputs' buffers
+        self._take_views()
 
     def set_weights(self, arrays: list[np.ndarray]) -> None:
         """Copy [W0, b0, W1, b1...] (float32, W (n_out, n_in), b (n_out,)) into the interpreter."""
@@ -116,24 +126,73 @@ class InferenceSession:
         except ValueError as e:
             raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) refused a weight: {e}") from e
         self._arrays = list(arrays)
+        if self._x is not None and not self._views_hold():
+            self._drop_views()
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Every output for x (shape checked by the caller, batch dimension included), as new float32 arrays."""
+    def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
+        """The first n outputs (all by default) for x (shape checked by the caller, batch dimension
+        included), as new flat float32 arrays."""
+        if x.shape != self._shape:  # a dynamic dimension: reallocating loses the weights, set them again
+            self._resize(x.shape)
+        if self._x is None:
+            return self._run_public(x, n)
+        self._x[...] = x  # casts, as set_tensor would
+        try:
+            self._invoke()
+        except (ValueError, RuntimeError) as e:
+            raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
+        if self._quantized[1]:
+            return [_dequantize(y, d) for y, d in zip(self._y[:n], self._out)]
+        return [y.copy() for y in self._y[:n]]
+
+    def _run_public(self, x: np.ndarray, n: int | None) -> list[np.ndarray]:
+        """run() through the Interpreter's own set_tensor / invoke / get_tensor (copies)."""
         interpreter = self._interpreter
         try:
-            if x.shape != self._shape:  # a dynamic dimension: reallocating loses the weights, set them again
-                interpreter.resize_tensor_input(self._index, x.shape)
-                interpreter.allocate_tensors()
-                self._shape = x.shape
-                self.set_weights(self._arrays)
-            if self._quantized[0] or x.dtype != self._dtype:
-                x = _quantize(x, self._in)
-            interpreter.set_tensor(self._index, x)
+            interpreter.set_tensor(self._index, _quantize(x, self._in))
             interpreter.invoke()
-            outputs = [interpreter.get_tensor(i) for i in self._outputs]  # copies
+            outputs = [interpreter.get_tensor(i).reshape(-1) for i in self._outputs[:n]]
         except (ValueError, RuntimeError) as e:
             raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
         return [_dequantize(y, d) for y, d in zip(outputs, self._out)] if self._quantized[1] else outputs
+
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        self._drop_views()  # the Interpreter refuses to reallocate under live views
+        try:
+            self._interpreter.resize_tensor_input(self._index, shape)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed on shape {shape}: {e}") from e
+        self._shape = shape
+        self.set_weights(self._arrays)
+        self._take_views()
+
+    def _take_views(self) -> None:
+        """Hold views of the input's and outputs' buffers if the wrapper gives them and they stay put
+        over two invokes; else leave the session on the public calls."""
+        wrapper = getattr(self._interpreter, "_interpreter", None)
+        if self._quantized[0] or not all(hasattr(wrapper, m) for m in ("tensor", "Invoke")):
+            return
+        self._invoke = wrapper.Invoke
+        self._x = wrapper.tensor(wrapper, self._index)
+        self._y = [wrapper.tensor(wrapper, i).reshape(-1) for i in self._outputs]  # flat views
+        try:
+            for _ in range(2):
+                self._invoke()
+        except RuntimeError:  # e.g. weights not set yet in a model that checks them: judge at set_weights
+            pass
+        if not self._views_hold():
+            self._drop_views()
+
+    def _views_hold(self) -> bool:
+        """Whether the held views still point at the tensors' buffers."""
+        wrapper = self._interpreter._interpreter
+        return all(v.ctypes.data == wrapper.tensor(wrapper, i).ctypes.data
+                   for v, i in zip([self._x, *self._y], [self._index, *self._outputs]))
+
+    def _drop_views(self) -> None:
+        """Back to the public calls: they check that nothing refers to the wrapper but the Interpreter."""
+        self._invoke, self._x, self._y = None, None, []
 
 
 def _load(model: bytes, threads: int, name: str):

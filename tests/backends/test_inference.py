@@ -9,6 +9,8 @@ from onnx import TensorProto, helper
 
 import edgefdfa
 from edgefdfa import BadModelError, BadSampleError
+from edgefdfa.backends import onnx as onnx_backend
+from edgefdfa.backends import tflite as tflite_backend
 from edgefdfa.export import export
 from edgefdfa.formats import onnx as onnx_format
 from edgefdfa.formats import tflite as tflite_format
@@ -189,3 +191,40 @@ def test_the_inference_model_declares_its_inputs_and_outputs(suffix):
         ("edgefdfa.W1", (4, 32)), ("edgefdfa.b1", (4,))]
     assert [o.name for o in described.outputs] == [split.output.name, split.head_input.name]
     assert len(data) < len(path.read_bytes())
+
+
+def _fresh_run(model, x):
+    """The inference model in a new interpreter session, fed copies of the learner's weights now."""
+    fmt = onnx_format if model.suffix == ".onnx" else tflite_format
+    backend = onnx_backend if model.suffix == ".onnx" else tflite_backend
+    session = backend.InferenceSession(fmt.inference_model(model.source, len(model.split.head), model.name))
+    net = model.learner.net
+    session.set_weights([a.copy() for W, b in zip(net.W, net.b) for a in (W, b)])
+    return session.run(x[None])
+
+
+@pytest.mark.parametrize("views", [True, False], ids=["views", "set-get"])
+def test_each_prediction_uses_the_weights_learned_before_it(path, views, monkeypatch):
+    """The fast path's buffers (TFLite views, onnxruntime bound outputs) against a fresh session fed
+    the learner's weights after every step; outputs are new arrays that later calls leave alone.
+    views=False puts TFLite on its set_tensor/get_tensor path, as when the buffers move."""
+    if not views:
+        if path.suffix != ".tflite":
+            pytest.skip("only TFLite has a second path")
+        monkeypatch.setattr(tflite_backend.InferenceSession, "_views_hold", lambda self: False)
+    model = edgefdfa.load(path, lr=0.05)
+    if path.suffix == ".tflite" and tflite_backend.NAME != "tensorflow":
+        model.observe(samples(path, 1)[0][0])  # the first set_weights judges the views
+        assert (model.session._x is not None) == views
+    X, y = samples(path, 12)
+    kept = []
+    for x, t in zip(X, y):
+        out, features = model.observe(x)
+        fresh_out, *fresh_features = _fresh_run(model, x)  # digits: the head starts at the input
+        assert np.allclose(out, fresh_out, atol=1e-6)
+        assert np.allclose(features, fresh_features[0] if fresh_features else x.ravel(), atol=1e-6)
+        assert np.array_equal(model.predict_proba_one(x), out)
+        kept.append((out, out.copy(), features, features.copy()))
+        model.learner.learn_one(features, t)
+    assert all(np.array_equal(a, a_) and np.array_equal(f, f_) for a, a_, f, f_ in kept)
+    assert not np.allclose(kept[0][0], model.output_one(X[0]), atol=1e-6)  # it learned, and the output moved
