@@ -10,6 +10,7 @@ installs them): then they fail.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -107,8 +108,11 @@ def boards(firmware, tmp_path):
         return started[-1]
 
     yield start
+    exited = [b for b in started if b.proc.poll() is not None and b.proc.returncode != -signal.SIGKILL]
     for board in started:
         board.kill()
+    if exited:  # the firmware ended QEMU itself (a fault, a failed boot): say so beside any host timeout
+        pytest.fail(f"QEMU exited with {exited[0].proc.returncode}:\n{exited[0].output()}", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter):
