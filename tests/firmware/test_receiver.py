@@ -269,6 +269,11 @@ CORPUS = {
 STATUS_REQ = msg(MsgType.STATUS_REQ, seq=8)
 
 
+def hostile_type(wire):
+    """The message type in a hostile frame's header."""
+    return cobs.decode(wire[:-1])[3]
+
+
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_hostile_frame_is_named_like_the_python_device(run_c, name):
     prelude, hostile, expected, *keyed = CORPUS[name]
@@ -292,10 +297,6 @@ def test_hostile_frame_is_named_like_the_python_device(run_c, name):
         assert answer == [(MsgType.ERROR, bytes([expected, hostile_type(hostile)]))]
         assert status.last_error == expected
     assert c_image.tobytes() == py_image.tobytes() == START.tobytes()  # the weights are untouched
-
-
-def hostile_type(wire):
-    return cobs.decode(wire[:-1])[3]
 
 
 def test_device_type_is_refused_before_its_length(run_c):
@@ -387,6 +388,19 @@ def test_damaged_updates_decode_like_the_host(run_c, encoding, seed, how, data):
     py_out, py_image = run_python(wire)
     assert_same_replies(c_out, py_out)
     assert c_image.tobytes() == py_image.tobytes()
+
+
+@pytest.mark.parametrize("key_len", [1, 16, 64, 65, 100])
+def test_signed_update_commits_with_any_key_length(run_c, key_len):
+    """HMAC keys longer than SHA-256's 64-byte block are hashed first (RFC 2104), as Python's hmac does."""
+    key = bytes(range(7, 7 + key_len))
+    update = enc.encode(START + 1, LAYERS, Encoding.F32)
+    begin = Begin(9, 0, len(update), Encoding.F32, 1)
+    digest = img.digest(START + 1)
+    wire = session(update, flags=1) + commit(digest, mac=enc.signature(key, begin, digest))
+    c_out, c_image = run_c(wire, key=key)
+    assert frames(c_out)[-1] == (MsgType.ACTIVE, 7, struct.pack("<I", 9) + digest)
+    assert c_image.tobytes() == (START + 1).tobytes()
 
 
 def test_wide_outputs_cross_cobs_blocks(run_c):
@@ -539,6 +553,45 @@ def test_kill_mid_transfer_keeps_old_weights_then_completes(c_rig):
     device.start()
     assert host.status(relay.host.path).active_id == report.update_id
     assert np.abs(outputs(relay.host.path) - forward(head)).max() <= 1e-5
+
+
+def test_cut_cable_resumes_where_the_device_stopped(c_rig):
+    relay, device = c_rig()
+    head = learned_head()
+
+    def cut_halfway(have, total):
+        if have > total // 2:
+            relay.cut.set()
+
+    with pytest.raises(DeviceTimeout):
+        host.push(relay.host.path, head, window=2, timeout=0.05, retries=3, progress=cut_halfway, images={})
+    relay.cut.clear()
+    held = host.status(relay.host.path).have
+    assert 0 < held < SLOT_24 and device.image()[0] == 0
+    report = host.push(relay.host.path, head, verify=True, images={})
+    assert report.resumed_from == held and report.parity <= 1e-5
+
+
+def test_restart_checks_the_persisted_slots(c_rig):
+    """At init the receiver hashes the slots its record names: a damaged inactive slot is dropped
+    (no ROLLBACK to it), a damaged active slot refuses to boot (EFB_RX_BAD_STATE)."""
+    relay, device = c_rig()
+    report = host.push(relay.host.path, learned_head(), images={})  # slot 1 active, factory in slot 0
+    device.kill()
+    data = bytearray(device.state.read_bytes())
+    data[STATE.size] ^= 1  # slot 0's first byte
+    device.state.write_bytes(data)
+    device.start()
+    s = host.status(relay.host.path)
+    assert (s.active_id, s.previous_id) == (report.update_id, 0xFFFFFFFF)
+    device.kill()
+    data[STATE.size + SLOT_24] ^= 1  # slot 1's first byte
+    device.state.write_bytes(data)
+    proc = subprocess.run(device.args, capture_output=True, timeout=10)
+    assert proc.returncode == 3 and b"efb_rx_init failed: 7" in proc.stderr  # EFB_RX_BAD_STATE
+    data[STATE.size + SLOT_24] ^= 1
+    device.state.write_bytes(data)
+    device.start()
 
 
 def test_rollback_flips_and_persists(c_rig):
