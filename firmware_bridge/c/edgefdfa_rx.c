@@ -219,9 +219,18 @@ efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_
 
     memset(rx, 0, sizeof *rx);
     rx->cfg = *c;
+    rx->record_limit = c->max_frame + (c->max_frame + 253u) / 254u + 1u;
+    uint8_t table[1 + 5 * EFB_MAX_LAYERS];
+    table[0] = c->n_layers;
+    for (unsigned l = 0; l < c->n_layers; ++l) {
+        wr16(table + 1 + 5 * l, c->layers[l].n_out);
+        wr16(table + 3 + 5 * l, c->layers[l].n_in);
+        table[5 + 5 * l] = c->layers[l].activation;
+    }
+    rx->model_id = crc32(table, 1u + 5u * c->n_layers);
     if (restored != NULL) {
         uint8_t d[EFB_DIGEST_BYTES];
-        if (!efb_rx_state_ok(restored)) return EFB_RX_BAD_STATE;
+        if (!efb_rx_state_ok(restored) || restored->model_id != rx->model_id) return EFB_RX_BAD_STATE;
         rx->state = *restored;
         for (unsigned s = 0; s < 2; ++s) {
             if (!(rx->state.valid & (1u << s))) continue;
@@ -235,19 +244,10 @@ efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_
         rx->state.magic = EFB_STATE_MAGIC;
         rx->state.version = EFB_STATE_VERSION;
         rx->state.valid = 1; /* slot 0: the factory weights, id 0 */
+        rx->state.model_id = rx->model_id;
         sha256_of(c->slots[0], c->slot_size, rx->state.digest[0]);
     }
     seal(&rx->state);
-
-    uint8_t table[1 + 5 * EFB_MAX_LAYERS];
-    table[0] = c->n_layers;
-    for (unsigned l = 0; l < c->n_layers; ++l) {
-        wr16(table + 1 + 5 * l, c->layers[l].n_out);
-        wr16(table + 3 + 5 * l, c->layers[l].n_in);
-        table[5 + 5 * l] = c->layers[l].activation;
-    }
-    rx->model_id = crc32(table, 1u + 5u * c->n_layers);
-    rx->record_limit = c->max_frame + (c->max_frame + 253u) / 254u + 1u;
     return EFB_RX_OK;
 }
 
@@ -259,10 +259,13 @@ uint32_t efb_rx_active_id(const efb_rx *rx) { return rx->state.ids[rx->state.act
 
 const efb_rx_state *efb_rx_state_of(const efb_rx *rx) { return &rx->state; }
 
-/* The head on the active slot; ping-pong scratch starts after `reserved` floats of the scratch. */
-static void forward(efb_rx *rx, const float *x, float *y, size_t reserved) {
+efb_code efb_rx_forward(efb_rx *rx, const float *x, float *y) {
+    const efb_layer *first = &rx->cfg.layers[0], *last = &rx->cfg.layers[rx->cfg.n_layers - 1];
+    for (unsigned i = 0; i < first->n_in; ++i) {
+        if (!finite(x[i])) return EFB_BAD_INPUT;
+    }
     const float *w = efb_rx_active_weights(rx);
-    for (unsigned l = 0; l < rx->cfg.n_layers; ++l) {
+    for (unsigned l = 0; l < rx->cfg.n_layers; ++l) { /* point the layers into the active slot */
         const efb_layer *a = &rx->cfg.layers[l];
         edgefdfa_layer *h = &rx->head[l];
         h->n_in = a->n_in;
@@ -274,17 +277,11 @@ static void forward(efb_rx *rx, const float *x, float *y, size_t reserved) {
         h->activation = a->activation;
         w = h->bias + a->n_out;
     }
-    /* cannot fail: init checked the layers and the scratch size */
+    /* ping-pong scratch after the room INFER uses for x and y; cannot fail: init checked the
+     * layers and the scratch size */
+    size_t reserved = (size_t)first->n_in + last->n_out;
     (void)edgefdfa_head_forward(rx->head, rx->cfg.n_layers, x, y, rx->cfg.scratch + reserved,
                                 rx->cfg.scratch_len - reserved);
-}
-
-efb_code efb_rx_forward(efb_rx *rx, const float *x, float *y) {
-    const efb_layer *first = &rx->cfg.layers[0], *last = &rx->cfg.layers[rx->cfg.n_layers - 1];
-    for (unsigned i = 0; i < first->n_in; ++i) {
-        if (!finite(x[i])) return EFB_BAD_INPUT;
-    }
-    forward(rx, x, y, (size_t)first->n_in + last->n_out);
     return EFB_OK;
 }
 

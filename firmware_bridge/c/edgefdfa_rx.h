@@ -90,8 +90,8 @@ typedef enum {
     EFB_RX_BAD_SLOT_SIZE,     /* slot_size is not 4 x the head's parameter count */
     EFB_RX_BAD_ENCODINGS,     /* no encoding accepted, or a bit above EFB_SPARSE_INT8 */
     EFB_RX_SCRATCH_TOO_SMALL, /* scratch_len < EFB_SCRATCH_LEN(...) of the head */
-    EFB_RX_BAD_STATE,         /* a restored state record that fails its checks, or whose active
-                                 slot does not hash to its digest */
+    EFB_RX_BAD_STATE,         /* a restored state record that fails its checks, belongs to another
+                                 head (model_id), or whose active slot does not hash to its digest */
     EFB_RX_BIG_ENDIAN         /* this target is not little-endian */
 } efb_rx_status;
 
@@ -113,6 +113,8 @@ typedef struct {
                                                generation is current */
     uint32_t ids[2];                        /* update id of each slot's image (0: factory) */
     uint8_t digest[2][EFB_DIGEST_BYTES];    /* SHA-256 of each slot's image, checked at init */
+    uint32_t model_id;                      /* CRC-32 of the layer table (HELLO's model_id): init
+                                               refuses a record of another head */
     uint8_t active;                         /* index of the active slot, 0 or 1 */
     uint8_t valid;                          /* bit s set: slot s holds a verified image */
     uint8_t version;                        /* EFB_STATE_VERSION */
@@ -170,8 +172,8 @@ typedef struct {
 
 /* Set up a receiver. config is copied (the buffers it points to are not). restored is the state
  * record stored by the persist callback, or NULL on first boot: then slots[0] must hold the factory
- * weights (id 0) and slot 1 is empty. A restored record must pass efb_rx_state_ok and its active
- * slot must hash to its digest; an inactive slot whose image no longer matches its digest (a reset
+ * weights (id 0) and slot 1 is empty. A restored record must pass efb_rx_state_ok, name this
+ * head's model_id, and its active slot must hash to its digest; an inactive slot whose image no longer matches its digest (a reset
  * while it was being written) is treated as empty. Returns EFB_RX_OK or the first problem found;
  * a receiver whose init failed must not be fed. */
 EFB_MUST_CHECK efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_state *restored);

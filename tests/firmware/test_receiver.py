@@ -41,7 +41,8 @@ LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))  # the small head of tests/bridge/test
 START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
 SLOT = 4 * img.size(LAYERS)
 KEY = b"k" * 16
-STATE = struct.Struct("<4I64sBBBBI")  # efb_rx_state: magic, generation, ids, digests, active, valid, version, reserved, crc
+STATE = struct.Struct("<4I64sIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, active, valid,
+#                                        version, reserved, crc
 
 
 @pytest.fixture(scope="session")
@@ -451,7 +452,7 @@ class CDevice:
     def image(self):
         """The active slot as persisted: (update id, image)."""
         data = self.state.read_bytes()
-        _, _, id0, id1, _, active, *_ = STATE.unpack_from(data)
+        _, _, id0, id1, _, _, active, *_ = STATE.unpack_from(data)
         size = (len(data) - STATE.size) // 2
         at = STATE.size + active * size
         return (id0, id1)[active], np.frombuffer(data[at:at + size], "<f4")
@@ -574,7 +575,8 @@ def test_cut_cable_resumes_where_the_device_stopped(c_rig):
 
 def test_restart_checks_the_persisted_slots(c_rig):
     """At init the receiver hashes the slots its record names: a damaged inactive slot is dropped
-    (no ROLLBACK to it), a damaged active slot refuses to boot (EFB_RX_BAD_STATE)."""
+    (no ROLLBACK to it); a damaged active slot, or a record of another head, refuses to boot
+    (EFB_RX_BAD_STATE)."""
     relay, device = c_rig()
     report = host.push(relay.host.path, learned_head(), images={})  # slot 1 active, factory in slot 0
     device.kill()
@@ -591,6 +593,10 @@ def test_restart_checks_the_persisted_slots(c_rig):
     assert proc.returncode == 3 and b"efb_rx_init failed: 7" in proc.stderr  # EFB_RX_BAD_STATE
     data[STATE.size + SLOT_24] ^= 1
     device.state.write_bytes(data)
+    tanh_head = write_head(device.state.with_name("tanh.bin"),  # the same sizes: only model_id tells
+                           [Layer(l.n_out, l.n_in, 2) for l in img.layers_of(FACTORY)], img.image_of(FACTORY))
+    proc = subprocess.run([device.args[0], str(tanh_head), *device.args[2:]], capture_output=True, timeout=10)
+    assert proc.returncode == 3 and b"efb_rx_init failed: 7" in proc.stderr
     device.start()
 
 
