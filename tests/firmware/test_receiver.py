@@ -4,7 +4,6 @@ hostile frames and random streams answered byte for byte like the Python device
 bit for bit like the host, and real pseudo-terminals driven by the real host: every encoding, sparse
 residuals, HMAC, a faulty line, kill -9 mid-transfer and restart from the persisted slots, ROLLBACK."""
 
-import os
 import select
 import shutil
 import signal
@@ -25,8 +24,20 @@ from firmware_bridge import image as img
 from firmware_bridge.emulator import Device
 from firmware_bridge.frame import FrameReader, encode
 from firmware_bridge.protocol import (
-    Begin, Chunk, Code, Commit, DeviceTimeout, Encoding, Layer, MsgType, ProtocolError, Rollback, Status, Vector,
-    layer_table, model_id,
+    Begin,
+    Chunk,
+    Code,
+    Commit,
+    DeviceTimeout,
+    Encoding,
+    Layer,
+    MsgType,
+    ProtocolError,
+    Rollback,
+    Status,
+    Vector,
+    layer_table,
+    model_id,
 )
 from tests.bridge.conftest import Relay, learned_head
 
@@ -185,11 +196,13 @@ BAD_F32 = START.copy()
 BAD_F32[5] = np.nan
 F16_INF = np.zeros(img.size(LAYERS), "<f2")
 F16_INF[3] = np.inf
-INT8_INF_SCALE = struct.pack("<f", np.inf) + bytes([1]) + bytes(11) + bytes(12) + struct.pack("<f", 1) + bytes(6) + bytes(8)
+# INT8_TENSOR: W0 scale (inf) and 12 q (one nonzero), b0, W1 scale and 6 q, b1; 12 bytes short as INT8_CHANNEL
+INT8_INF_SCALE = (struct.pack("<f", np.inf) + bytes([1]) + bytes(11) + bytes(12)
+                  + struct.pack("<f", 1) + bytes(6) + bytes(8))
 GOOD = enc.encode(START + 1, LAYERS, Encoding.F32)
 
-# (prelude frames, the hostile frame (seq 7), its reply: an ERROR code, "NACK", "ACTIVE", or None: dropped
-# silently, and whether the device is keyed)
+# name: (prelude frames, the hostile frame (seq 7), what answers it: an ERROR code, "NACK", "ACTIVE",
+# "SILENT" (no reply, nothing dropped) or None (dropped silently and counted) [, the device's key])
 CORPUS = {
     "bad_cobs": (b"", b"\x05EB\x01\x00", None),
     "short_frame": (b"", cobs.encode(b"EB\x01\x01\x07\x00") + b"\x00", None),
@@ -589,13 +602,14 @@ def test_restart_checks_the_persisted_slots(c_rig):
     device.kill()
     data[STATE.size + SLOT_24] ^= 1  # slot 1's first byte
     device.state.write_bytes(data)
-    proc = subprocess.run(device.args, capture_output=True, timeout=10)
+    proc = subprocess.run(device.args, check=False, capture_output=True, timeout=10)
     assert proc.returncode == 3 and b"efb_rx_init failed: 7" in proc.stderr  # EFB_RX_BAD_STATE
     data[STATE.size + SLOT_24] ^= 1
     device.state.write_bytes(data)
     tanh_head = write_head(device.state.with_name("tanh.bin"),  # the same sizes: only model_id tells
                            [Layer(l.n_out, l.n_in, 2) for l in img.layers_of(FACTORY)], img.image_of(FACTORY))
-    proc = subprocess.run([device.args[0], str(tanh_head), *device.args[2:]], capture_output=True, timeout=10)
+    proc = subprocess.run([device.args[0], str(tanh_head), *device.args[2:]], check=False, capture_output=True,
+                          timeout=10)
     assert proc.returncode == 3 and b"efb_rx_init failed: 7" in proc.stderr
     device.start()
 
