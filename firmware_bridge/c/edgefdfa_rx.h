@@ -8,7 +8,9 @@
  * weights or the new ones active. INFER runs the active slot through edgefdfa_head_forward.
  *
  * Little-endian targets only (the wire and the weight image are little-endian float32; init checks).
- * Not reentrant: call feed, forward and the accessors from one context.
+ * Not reentrant: call feed, forward and the accessors from one context. Build with
+ * -ffp-contract=off (GCC's default under -std=c99) on targets with a fused multiply-add, so every
+ * decoded weight is one float32 multiply and one float32 add, bit for bit the host's (§4).
  */
 #ifndef EDGEFDFA_RX_H
 #define EDGEFDFA_RX_H
