@@ -101,8 +101,9 @@ class EdgeModel:
         (learner.n_updates changed) or was replaced; weights written into learner.net by hand are seen
         by onnxruntime at once (it reads them in place) and by TFLite after the next step.
         """
+        x = self._sample(x)
         out, *features = self._run(x, None)
-        return out, features[0] if features else self._sample(x).reshape(-1).copy()
+        return out, features[0] if features else x.reshape(-1).copy()
 
     def features(self, x: Any) -> np.ndarray:
         """The head's input for one sample: the backbone's output, flattened to (n_features,)."""
@@ -112,23 +113,22 @@ class EdgeModel:
         return self.learner.learn_one(self.observe(x)[1], y)
 
     def predict_one(self, x: Any) -> int | np.ndarray:
-        out = self._run(x, 1)[0]
+        out = self._run(self._sample(x), 1)[0]
         return int(np.argmax(out)) if self.learner.loss.classification else out
 
     def predict_proba_one(self, x: Any) -> np.ndarray:
         """Class probabilities (ce: the file's Softmax, or a softmax of its output) or the prediction (mse)."""
-        out = self._run(x, 1)[0]
+        out = self._run(self._sample(x), 1)[0]
         if self.learner.loss.classification and not self.split.softmax:
             self.learner.loss.output(out[None], out[None])
         return out
 
     def output_one(self, x: Any) -> np.ndarray:
         """What the (exported) file outputs for x: probabilities if it ends in Softmax, else raw values."""
-        return self._run(x, 1)[0]
+        return self._run(self._sample(x), 1)[0]
 
-    def _run(self, x: Any, n: int | None) -> list[np.ndarray]:
-        """The file's first n outputs (all: n=None) for sample x, flat, with the head as it is now."""
-        x = self._sample(x)
+    def _run(self, x: np.ndarray, n: int | None) -> list[np.ndarray]:
+        """The file's first n outputs (all: n=None) for a checked sample, flat, with the head as it is now."""
         learner = self.learner
         if self._fed[0] is not learner or self._fed[1] != learner.n_updates:
             net = learner.net

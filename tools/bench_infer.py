@@ -15,8 +15,11 @@ For every file in models/manifest.json it times, on real held-out inputs, one sa
   observe   EdgeModel.observe: the same call, returning (output, head features)
   learn     observe + learner.learn_one: the online step (weights re-fed after each update)
 
-bare, zerocopy, session, proba and observe alternate call by call in one loop (the order rotating), so machine
-noise hits them alike; learn runs in its own loop afterwards (it changes the weights). Everything
+bare, zerocopy, session, proba and observe alternate call by call in one loop, so machine noise hits
+them alike. Each has its own interpreter (proba and observe each their own EdgeModel), and the order is
+shuffled every round, so no call runs more often than another right after a call warming its own
+interpreter's buffers in the cache (a fixed rotation put observe after proba, on the same session, at
+almost every round). learn runs in its own loop afterwards (it changes the weights). Everything
 runs on one thread (BLAS pinned before NumPy loads, interpreters with threads=1). Overhead =
 runtime / bare - 1 for proba and for observe (and / zerocopy - 1); the target is <= 10% over bare on
 imu-activity, both formats.
@@ -106,13 +109,13 @@ def zerocopy_call(data: bytes, suffix: str, sample_shape: tuple[int, ...]) -> Ca
 
 
 def interleaved(calls: dict[str, Callable[[np.ndarray], Any]], X: np.ndarray, n: int) -> dict[str, list[float]]:
-    """WARMUP untimed rounds, then n rounds each calling every function once on the same sample (the
-    order rotating by round); microseconds per call."""
-    names = list(calls)
+    """WARMUP untimed rounds, then n rounds each calling every function once on the same sample (in
+    an order shuffled by round); microseconds per call."""
+    names, rng = list(calls), np.random.default_rng(0)
     times: dict[str, list[float]] = {k: [] for k in names}
     for i in range(WARMUP + n):
         x = X[i % len(X)]
-        for k in names[i % len(names):] + names[:i % len(names)]:
+        for k in [names[j] for j in rng.permutation(len(names))]:
             t0 = time.perf_counter_ns()
             calls[k](x)
             if i >= WARMUP:
@@ -135,10 +138,10 @@ def measure(path: Path, n: int) -> dict:
     X, y = held_out(path.stem)
     data = path.read_bytes()
     session = backend_module(path.suffix).Session(data, 1, path.name)
-    model = edgefdfa.load(path, threads=1)
+    model, other = edgefdfa.load(path, threads=1), edgefdfa.load(path, threads=1)
     calls = {"bare": bare_call(data, path.suffix), "zerocopy": zerocopy_call(data, path.suffix, X[0].shape),
              "session": lambda x: session.run(x[None]),
-             "proba": model.predict_proba_one, "observe": model.observe}
+             "proba": model.predict_proba_one, "observe": other.observe}
     times = interleaved(calls, X, n)
     row: dict[str, Any] = {"file": path.name, "interpreter": backend_module(path.suffix).NAME}
     for k in COLUMNS:

@@ -19,9 +19,10 @@ model output, then the head's input unless the head starts at the model input), 
         the head's [W0, b0, W1, b1...] (W (n_out, n_in) C-contiguous float32, b (n_out,)) for the runs
         that follow. onnxruntime binds them and reads them in place at every run (giving the same
         arrays again costs nothing); TFLite copies them in, so call it again after they change.
-    run(x: np.ndarray) -> list[np.ndarray]
-        every output for x, as new arrays, in one interpreter call. The fast path: the caller has
-        checked x's shape (batch dimension included; a dynamic dimension reallocates).
+    run(x: np.ndarray, n: int | None = None) -> list[np.ndarray]
+        the first n outputs (all by default) for x, as new flat arrays, in one interpreter call. The
+        fast path: the caller has checked x's shape (batch dimension included; a dynamic dimension
+        reallocates); x is copied into a buffer bound once and the outputs copied out of theirs.
 
 and a module-level `NAME` ("onnxruntime" / "litert" / "tflite_runtime" / "tensorflow") saying which
 interpreter ran. Threads are set explicitly (Pi-class devices have few, slow cores).

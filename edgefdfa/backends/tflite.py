@@ -179,7 +179,7 @@ class InferenceSession:
         try:
             for _ in range(2):
                 self._invoke()
-        except RuntimeError:  # e.g. weights not set yet in a model that checks them: judge at set_weights
+        except (ValueError, RuntimeError):  # weights not set yet, in a model that minds: judged at set_weights
             pass
         if not self._views_hold():
             self._drop_views()

@@ -203,14 +203,13 @@ def _fresh_run(model, x):
     return session.run(x[None])
 
 
-@pytest.mark.parametrize("views", [True, False], ids=["views", "set-get"])
+@pytest.mark.parametrize("path, views", [(p, True) for p in FILES] + [(p, False) for p in FILES if p.suffix == ".tflite"],
+                         ids=lambda v: v.name if hasattr(v, "name") else "views" if v else "set-get")
 def test_each_prediction_uses_the_weights_learned_before_it(path, views, monkeypatch):
     """The fast path's buffers (TFLite views, onnxruntime bound outputs) against a fresh session fed
     the learner's weights after every step; outputs are new arrays that later calls leave alone.
     views=False puts TFLite on its set_tensor/get_tensor path, as when the buffers move."""
     if not views:
-        if path.suffix != ".tflite":
-            pytest.skip("only TFLite has a second path")
         monkeypatch.setattr(tflite_backend.InferenceSession, "_views_hold", lambda self: False)
     model = edgefdfa.load(path, lr=0.05)
     if path.suffix == ".tflite" and tflite_backend.NAME != "tensorflow":
