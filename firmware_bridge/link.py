@@ -13,6 +13,7 @@ import serial
 from edgefdfa.errors import SourceError
 
 from .frame import MAX_FRAME_LIMIT, Frame, FrameError, FrameReader, encode
+from .protocol import DeviceTimeout
 
 POLL = 0.005  # seconds a single read may block
 
@@ -36,7 +37,10 @@ class Link:
 
     def send(self, kind: int, seq: int, payload: bytes = b"") -> None:
         wire = encode(kind, seq, payload)
-        self.port.write(wire)
+        try:
+            self.port.write(wire)
+        except (serial.SerialException, OSError) as e:
+            raise _gone(self.port, e) from None
         self.bytes_out += len(wire)
 
     def receive(self, timeout: float) -> Frame | FrameError | None:
@@ -45,7 +49,15 @@ class Link:
         while not self.pending:
             if time.monotonic() >= deadline:
                 return None
-            data = self.port.read(max(1, self.port.in_waiting))
+            try:
+                data = self.port.read(max(1, self.port.in_waiting))
+            except (serial.SerialException, OSError) as e:
+                raise _gone(self.port, e) from None
             self.bytes_in += len(data)
             self.pending.extend(self.reader.feed(data))
         return self.pending.popleft()
+
+
+def _gone(port: serial.SerialBase, error: Exception) -> DeviceTimeout:
+    """A port that went away (a cut cable, an unplugged adapter, a dead device) as the bridge's own error."""
+    return DeviceTimeout(f"serial port {port.name or port!r} went away: {error}")

@@ -108,3 +108,24 @@ def test_device_reset_midway_restarts_and_completes(rig, heads):
 
     report = host.push(relay.host.path, head, window=2, timeout=0.1, progress=reset_once, verify=True, images={})
     assert resets and report.resends > 0 and report.parity == 0 and report.drift <= 1e-5
+
+
+def test_a_port_that_goes_away_is_named_and_the_device_keeps_its_weights(heads):
+    """An unplugged adapter (the pty's other end closed mid-push) surfaces as DeviceTimeout, not EIO."""
+    from firmware_bridge.cable import Cable
+    from firmware_bridge.emulator import Device, Emulator
+
+    factory = heads(seed=99, n=0)
+    cable = Cable()
+    device = Device(img.layers_of(factory), img.image_of(factory), max_frame=128)
+    emulator = Emulator(cable.device, device).start()
+    try:
+        def unplug(have, total):
+            if have >= total // 2:
+                cable.close()
+
+        with pytest.raises(DeviceTimeout, match="went away"):
+            host.push(cable.host, heads(n=40), images={}, progress=unplug, timeout=0.3, retries=2)
+        assert np.array_equal(device.weights, img.image_of(factory))
+    finally:
+        emulator.stop()
