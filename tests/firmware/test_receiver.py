@@ -4,6 +4,7 @@ hostile frames and random streams answered byte for byte like the Python device
 bit for bit like the host, and real pseudo-terminals driven by the real host: every encoding, sparse
 residuals, HMAC, a faulty line, kill -9 mid-transfer and restart from the persisted slots, ROLLBACK."""
 
+import os
 import select
 import shutil
 import signal
@@ -56,13 +57,16 @@ STATE = struct.Struct("<4I64sIBBBBI")  # efb_rx_state: magic, generation, ids, d
 #                                        version, reserved, crc
 
 
+def build(out, *extra):
+    """rx_pty_main built with the system compiler and the warning flags of the firmware build."""
+    subprocess.run(["cc", *CFLAGS, *extra, f"-I{C_DIR}", str(Path(__file__).with_name("rx_pty_main.c")),
+                    *map(str, SOURCES), "-lm", "-o", str(out)], check=True, capture_output=bool(extra))
+    return out
+
+
 @pytest.fixture(scope="session")
 def exe(tmp_path_factory):
-    """rx_pty_main built with the system compiler and the warning flags of the firmware build."""
-    out = tmp_path_factory.mktemp("rx") / "rx_pty_main"
-    subprocess.run(["cc", *CFLAGS, f"-I{C_DIR}", str(Path(__file__).with_name("rx_pty_main.c")), *map(str, SOURCES),
-                    "-lm", "-o", str(out)], check=True)
-    return out
+    return build(tmp_path_factory.mktemp("rx") / "rx_pty_main")
 
 
 def test_receiver_builds_freestanding(tmp_path):
@@ -89,14 +93,16 @@ class Cases:
         if key is not None:
             (tmp_path / "key").write_bytes(key)
             args += ["--key", str(tmp_path / "key")]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
 
     def run(self, wire):
         """(reply bytes, active image at the end) of a fresh C device fed `wire`."""
         self.proc.stdin.write(struct.pack("<I", len(wire)) + wire)
         self.proc.stdin.flush()
-        (n,) = struct.unpack("<I", self.proc.stdout.read(4))
-        replies, image = self.proc.stdout.read(n), self.proc.stdout.read(self.slot)
+        header = self.proc.stdout.read(4)
+        assert len(header) == 4, "rx_pty_main --cases died"
+        replies, image = self.proc.stdout.read(struct.unpack("<I", header)[0]), self.proc.stdout.read(self.slot)
         assert len(image) == self.slot, "rx_pty_main --cases died"
         return replies, np.frombuffer(image, "<f4")
 
@@ -105,9 +111,9 @@ class Cases:
         assert self.proc.wait(5) == 0
 
 
-@pytest.fixture(scope="session")
-def run_c(exe, tmp_path_factory):
-    """run_c(wire, key=None, layers=LAYERS, image=START, max_frame=128) -> (replies, active image)."""
+def runner(exe, tmp_path_factory):
+    """run(wire, key=None, layers=LAYERS, image=START, max_frame=128) -> (replies, active image), and
+    close() for its processes (one per configuration)."""
     servers = {}
 
     def run(wire, *, key=None, layers=LAYERS, image=START, max_frame=128):
@@ -116,9 +122,32 @@ def run_c(exe, tmp_path_factory):
             servers[config] = Cases(exe, tmp_path_factory.mktemp("cases"), key, layers, image, max_frame)
         return servers[config].run(wire)
 
+    def close():
+        for server in servers.values():
+            server.close()
+
+    return run, close
+
+
+@pytest.fixture(scope="session")
+def run_c(exe, tmp_path_factory):
+    """The C device of the firmware build flags: run_c(wire, ...) -> (replies, active image)."""
+    run, close = runner(exe, tmp_path_factory)
     yield run
-    for server in servers.values():
-        server.close()
+    close()
+
+
+@pytest.fixture(scope="session")
+def run_sanitized(tmp_path_factory):
+    """The same, built with AddressSanitizer and UndefinedBehaviorSanitizer (any finding aborts)."""
+    try:
+        exe = build(tmp_path_factory.mktemp("asan") / "rx_pty_main", "-g", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all")
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"the C compiler cannot build with sanitizers: {e.stderr.decode()[-200:]}")
+    run, close = runner(exe, tmp_path_factory)
+    yield run
+    close()
 
 
 def run_python(wire, *, key=None, layers=LAYERS, image=START, max_frame=128):
@@ -244,6 +273,9 @@ CORPUS = {
                          Code.OUT_OF_BOUNDS),
     "chunk_past_total": (session(bytes(8)), raw(kind=MsgType.CHUNK, payload=Chunk(6, b"abcd").pack()),
                          Code.OUT_OF_BOUNDS),
+    "chunk_past_the_slot": (msg(MsgType.BEGIN, Begin(9, 0, SLOT, 0, 0).pack())
+                            + b"".join(msg(MsgType.CHUNK, Chunk(at, GOOD[at:at + 44]).pack()) for at in (0, 44)),
+                            raw(kind=MsgType.CHUNK, payload=Chunk(88, bytes(40)).pack()), Code.OUT_OF_BOUNDS),
     "chunk_past_have": (msg(MsgType.BEGIN, Begin(9, 0, 8, 0, 0).pack()),
                         raw(kind=MsgType.CHUNK, payload=Chunk(4, b"abcd").pack()), "NACK"),
     "same_gap_again": (msg(MsgType.BEGIN, Begin(9, 0, 8, 0, 0).pack()) + msg(MsgType.CHUNK, Chunk(4, b"abcd").pack()),
@@ -311,6 +343,20 @@ def test_hostile_frame_is_named_like_the_python_device(run_c, name):
         assert answer == [(MsgType.ERROR, bytes([expected, hostile_type(hostile)]))]
         assert status.last_error == expected
     assert c_image.tobytes() == py_image.tobytes() == START.tobytes()  # the weights are untouched
+
+
+def test_corpus_and_decodes_under_sanitizers(run_sanitized, run_c):
+    """Every corpus frame and a valid update of each encoding, watched by ASan and UBSan: no read or
+    write outside the caller's buffers, no undefined behaviour, the same answers."""
+    streams = [(prelude + hostile + STATUS_REQ, keyed[0] if keyed else None)
+               for prelude, hostile, _, *keyed in CORPUS.values()]
+    for encoding in Encoding:
+        base = START if encoding == Encoding.SPARSE_INT8 else None
+        update = enc.encode(special_image(0), LAYERS, encoding, base=base)
+        streams.append((session(update, encoding) + commit(img.digest(enc.decode(update, LAYERS, encoding, base))), None))
+    for wire, key in streams:
+        (out, image), (expected, expected_image) = run_sanitized(wire, key=key), run_c(wire, key=key)
+        assert out == expected and image.tobytes() == expected_image.tobytes()
 
 
 def test_device_type_is_refused_before_its_length(run_c):
