@@ -675,6 +675,14 @@ def test_rollback_flips_and_persists(c_rig):
     assert np.abs(outputs(relay.host.path) - forward(head)).max() <= 1e-5
 
 
+def test_device_refuses_an_encoding_it_does_not_accept(c_rig):
+    relay, device = c_rig(extra=["--encodings", "0x1"])  # F32 only
+    with pytest.raises(ProtocolError) as e:
+        host.push(relay.host.path, learned_head(), encoding="f16", images={})
+    assert e.value.code == Code.BAD_ENCODING and device.image()[0] == 0
+    assert host.push(relay.host.path, learned_head(), encoding="f32", images={}).encoding == "f32"
+
+
 def test_failed_persist_keeps_the_old_weights(c_rig):
     relay, device = c_rig(extra=["--fail-persist"])
     with pytest.raises(ProtocolError) as e:
