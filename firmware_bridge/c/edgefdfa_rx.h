@@ -156,7 +156,7 @@ typedef struct {
 /* The receiver. Fields are private: read them through the accessors. */
 typedef struct {
     efb_rx_config cfg;
-    efb_rx_state state;              /* what the slots hold, as last persisted */
+    efb_rx_state state;              /* what the slots hold now */
     edgefdfa_layer head[EFB_MAX_LAYERS];
     uint32_t model_id;               /* CRC-32 of the layer table */
     uint32_t record_len;             /* bytes of the record in rx_buf */
@@ -175,9 +175,9 @@ typedef struct {
 /* Set up a receiver. config is copied (the buffers it points to are not). restored is the state
  * record stored by the persist callback, or NULL on first boot: then slots[0] must hold the factory
  * weights (id 0) and slot 1 is empty. A restored record must pass efb_rx_state_ok, name this
- * head's model_id, and its active slot must hash to its digest; an inactive slot whose image no longer matches its digest (a reset
- * while it was being written) is treated as empty. Returns EFB_RX_OK or the first problem found;
- * a receiver whose init failed must not be fed. */
+ * head's model_id, and its active slot must hash to its digest; an inactive slot whose image no
+ * longer matches its digest (a reset while it was being written) is treated as empty. Returns
+ * EFB_RX_OK or the first problem found; a receiver whose init failed must not be fed. */
 EFB_MUST_CHECK efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_state *restored);
 
 /* Consume n received bytes in any split: complete frames are checked (PROTOCOL.md §1), handled
@@ -194,7 +194,8 @@ EFB_MUST_CHECK efb_code efb_rx_forward(efb_rx *rx, const float *x, float *y);
 const float *efb_rx_active_weights(const efb_rx *rx);
 uint32_t efb_rx_active_id(const efb_rx *rx);
 
-/* The current persistent record (what the last successful persist stored, or the initial one). */
+/* The record of what the slots hold now: the one last persisted, except that a slot a failed
+ * COMMIT overwrote is already marked empty here (persisted with the next swap or rollback). */
 const efb_rx_state *efb_rx_state_of(const efb_rx *rx);
 
 /* Whether a stored record is well formed: magic, version, CRC, active index, active slot valid.
