@@ -10,7 +10,7 @@ import numpy as np
 
 
 class Activation:
-    """f(a) and f'(a), in place. `linear` is True when f' == 1, so callers may skip the product."""
+    """f(a) and f'(a), in place. `linear` is True for the identity: callers may skip f and f' (= 1)."""
 
     name = ""
     linear = False
@@ -33,11 +33,14 @@ class Identity(Activation):
         out.fill(1.0)
 
 
+_ZERO = np.zeros((), dtype=np.float32)  # a 0-d array: no Python-scalar conversion per call
+
+
 class Relu(Activation):
     name = "relu"
 
     def forward(self, a, out):
-        np.maximum(a, 0.0, out=out)
+        np.maximum(a, _ZERO, out=out)
 
     def derivative(self, a, h, out):
         np.sign(h, out=out)  # h = max(a, 0) >= 0, so sign(h) is 1 where a > 0, else 0

@@ -98,10 +98,12 @@ class Learner:
         self.optimizer = OPTIMIZERS[cfg.optimizer](self.net.layout.size, cfg.lr)
         self.workspace = Workspace(self.net, cfg.batch_size)
         self._one = self.workspace.batch(1)
+        self._x = self._one.h_row[0]  # (n_in,) the one-sample input row
         self._full = self.workspace.batch(cfg.batch_size)
         K = cfg.sizes[-1]
         self._targets = (np.zeros(cfg.batch_size, dtype=np.intp) if self.loss.classification
                          else np.zeros((cfg.batch_size, K), dtype=np.float32))
+        self._target = self._targets[:1]
         self._out = np.zeros(K, dtype=np.float32)
         # fused in-place SGD for single samples, when BLAS ger is at hand (see blas.py)
         self.fused = blas.available and self.rule.local and cfg.optimizer == "sgd"
@@ -120,10 +122,9 @@ class Learner:
 
     def learn_one(self, x: Any, y: Any) -> float:
         """Learn from one sample; returns its loss before the update."""
-        bt = self._one
-        self._put_features(np.asarray(x) if not isinstance(x, np.ndarray) else x, bt.x, "x")
+        self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
         self._put_target(y, 0)
-        return self._update(bt, self._targets[:1])
+        return self._update(self._one, self._target)
 
     def learn_many(self, X: Any, Y: Any) -> float:
         """Learn from a mini-batch, one update per `batch_size` rows; returns the mean loss.
@@ -137,7 +138,7 @@ class Learner:
         if len(Y) != len(X):
             raise BadSampleError(f"X has {len(X)} rows but Y has {len(Y)}")
         for i in range(len(X)):  # validate every row before the first update
-            self._put_features(X[i], self._one.x[0], f"X[{i}]")
+            self._put_features(X[i], self._x, f"X[{i}]")
             self._put_target(Y[i], 0, f"Y[{i}]")
         total, M = 0.0, self.config.batch_size
         for start in range(0, len(X), M):
@@ -152,7 +153,7 @@ class Learner:
     def predict_proba_one(self, x: Any) -> np.ndarray:
         """Class probabilities (ce) or the prediction itself (mse), as a new (K,) array."""
         bt = self._one
-        self._put_features(np.asarray(x), bt.x, "x")
+        self._put_features(np.asarray(x), self._x, "x")
         self.net.forward(bt, derivatives=False)
         self.loss.output(bt.y, self._out[None, :])
         return self._out.copy()
@@ -218,8 +219,8 @@ class Learner:
 
     def _update(self, bt, targets: np.ndarray) -> float:
         if self.fused and bt.m == 1:  # the fast path: SGD applied in place from the deltas
-            loss = self.rule.deltas(bt, targets, self.optimizer.grad_scale)
-            self.net.sgd_in_place(bt)
+            loss = self.rule.deltas(bt, targets)
+            self.net.sgd_in_place(bt, self.optimizer.lr)
         else:  # the reference: materialise the gradient, then let the optimiser step
             loss = self.rule.gradient(bt, targets, self.optimizer.grad_scale)
             self.optimizer.step(self.net.params, self.net.grad)
@@ -228,19 +229,22 @@ class Learner:
         return loss
 
     def _put_features(self, x: np.ndarray, dst: np.ndarray, name: str) -> None:
-        """Copy one feature vector into `dst` as float32, or raise BadSampleError naming the fault."""
+        """Copy one feature vector into `dst` (n_in,) as float32, or raise BadSampleError naming the fault."""
         if x.dtype.kind not in "biuf":
             raise BadSampleError(f"{name} has dtype {x.dtype}, which cannot be cast to float32; pass numbers")
-        if x.shape != dst.shape[-1:] and x.shape != dst.shape:
-            raise BadSampleError(f"{name} has shape {x.shape}, expected ({self.n_inputs},)")
-        if x.dtype == np.float32:
-            np.copyto(dst, x.reshape(dst.shape))
+        if x.shape != dst.shape:
+            if x.shape != (1,) + dst.shape:
+                raise BadSampleError(f"{name} has shape {x.shape}, expected ({self.n_inputs},)")
+            x = x[0]
+        if x.dtype.char == "f":  # float32 (either byte order): nothing can overflow
+            np.copyto(dst, x)
         else:
             with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
-                np.copyto(dst, x.reshape(dst.shape), casting="unsafe")
-        # one call: a float64 sum of float32 values is finite exactly when every value is
-        if not math.isfinite(np.add.reduce(dst, axis=None, dtype=np.float64)):
-            bad = int(np.flatnonzero(~np.isfinite(dst.ravel()))[0])
+                np.copyto(dst, x, casting="unsafe")
+        # x . x is finite when every value is (inf and nan propagate); when large finite values
+        # overflow it, the exact check tells them apart
+        if not math.isfinite(blas.sumsq(dst)) and not np.isfinite(dst).all():
+            bad = int(np.flatnonzero(~np.isfinite(dst))[0])
             raise BadSampleError(f"{name}[{bad}] = {x.ravel()[bad]!r} is not a finite float32")
 
     def _put_target(self, y: Any, row: int, name: str = "y") -> None:

@@ -10,8 +10,6 @@ import math
 
 import numpy as np
 
-_TINY = float(np.finfo(np.float32).tiny)  # floor for log(p)
-
 
 class Loss:
     """A loss over a batch of outputs y (m, K) against targets."""
@@ -44,16 +42,34 @@ class SoftmaxCrossEntropy(Loss):
         out /= out.sum(axis=-1, keepdims=True)
 
     def error(self, y, target, e):
+        # the loss of a row is log(sum exp(y - max y)) - (y_t - max y): -log p_t without rounding p_t
         m = y.shape[0]
-        self.output(y, e)  # e = p (m, K)
+        if m == 1:
+            return self._error_one(y, int(target[0]), e)
+        top = y.max(axis=-1, keepdims=True)  # (m, 1)
+        np.subtract(y, top, out=e)
+        np.exp(e, out=e)
+        total = e.sum(axis=-1, keepdims=True)  # (m, 1)
+        e /= total  # e = p (m, K)
         loss = 0.0
         for i in range(m):
             t = int(target[i])
-            loss -= math.log(max(float(e[i, t]), _TINY))
+            loss += math.log(float(total[i, 0])) - (float(y[i, t]) - float(top[i, 0]))
             e[i, t] -= 1.0  # e = p - onehot
-        if m > 1:
-            e *= 1.0 / m
+        e *= 1.0 / m
         return loss / m
+
+    @staticmethod
+    def _error_one(y: np.ndarray, t: int, e: np.ndarray) -> float:
+        """`error` for one row (y, e: (1, K)) in the fewest NumPy calls."""
+        logits = y.tolist()[0]
+        top = max(logits)
+        np.subtract(y, top, out=e)
+        np.exp(e, out=e)
+        total = float(np.add.reduce(e, axis=None))
+        np.multiply(e, 1.0 / total, out=e)
+        e[0, t] -= 1.0
+        return math.log(total) - (logits[t] - top)
 
 
 class MeanSquaredError(Loss):

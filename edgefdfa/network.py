@@ -38,21 +38,31 @@ class Batch:
         self.e = ws.e[:m]  # dL/dy of the batch-mean loss (m, K)
         self.x = self.hp[0]
         self.y = self.hp[-1]
+        # 1-D views of row 0, made once for the single-sample fast path (BLAS wants vectors)
+        self.h_row = [v[0] for v in self.hp]
+        self.delta_row = [v[0] for v in self.delta]
+        self.u_row = [v[0] for v in self.u]
 
 
 class Workspace:
-    """Every per-sample buffer a step needs, for up to `max_batch` rows, allocated once."""
+    """Every per-sample buffer a step needs, for up to `max_batch` rows, allocated once.
+
+    An identity layer's output is its pre-activation: h[l+1] is the same buffer as a[l], so no pass
+    copies it (activities and tangents both). With an identity output layer, e = dL/dy is also the
+    output layer's delta, and shares its buffer.
+    """
 
     def __init__(self, net: "Network", max_batch: int):
         sizes = net.sizes
         M = self.max_batch = max_batch
         z = lambda rows, n: np.zeros((rows, n), dtype=F32)  # noqa: E731
-        self.h = [z(2 * M, n) for n in sizes]  # tangent rows of h[0] stay 0: the input is not perturbed
         self.a = [z(2 * M, n) for n in sizes[1:]]
+        self.h = [z(2 * M, sizes[0])]  # tangent rows of h[0] stay 0: the input is not perturbed
+        self.h += [a if act.linear else z(2 * M, a.shape[1]) for a, act in zip(self.a, net.acts)]
         self.df = [z(M, n) for n in sizes[1:]]
         self.delta = [z(M, n) for n in sizes[1:]]
         self.u = [z(M, n) for n in sizes[1:-1]]
-        self.e = z(M, sizes[-1])
+        self.e = self.delta[-1] if net.acts[-1].linear else z(M, sizes[-1])
         for df, act in zip(self.df, net.acts):
             if act.linear:
                 df.fill(1.0)  # constant: the forward passes skip f' of linear layers
@@ -73,6 +83,8 @@ class Network:
         self.grad = self.layout.zeros()
         self.W, self.b = self.layout.views(self.params)
         self.gW, self.gb = self.layout.views(self.grad)
+        self.WT = [W.T for W in self.W]  # (n_in, n_out) views, made once
+        self.b_row = [b[None, :] for b in self.b]  # (1, n_out): adds to one row without broadcasting
 
     @property
     def n_layers(self) -> int:
@@ -89,13 +101,14 @@ class Network:
 
     def forward(self, bt: Batch, derivatives: bool = True) -> None:
         """Activities only: h[l+1] = f(h[l] W^T + b), and f'(a) when a rule needs it."""
-        for l, (W, b, act) in enumerate(zip(self.W, self.b, self.acts)):
+        for l, (WT, b, act) in enumerate(zip(self.WT, self.b_row, self.acts)):
             a = bt.ap[l]
-            np.matmul(bt.hp[l], W.T, out=a)
+            np.dot(bt.hp[l], WT, out=a)  # np.dot: BLAS without matmul's per-call overhead
             a += b
-            act.forward(a, bt.hp[l + 1])
-            if derivatives and not act.linear:  # a linear layer's f' = 1 was filled in once
-                act.derivative(a, bt.hp[l + 1], bt.df[l])
+            if not act.linear:  # a linear layer's h[l+1] is a[l], and its f' = 1 was filled in once
+                act.forward(a, bt.hp[l + 1])
+                if derivatives:
+                    act.derivative(a, bt.hp[l + 1], bt.df[l])
 
     def forward_tangent(self, bt: Batch) -> None:
         """Activities and their tangents in one pass; hidden tangents get `bt.u[l]` added after f.
@@ -103,32 +116,34 @@ class Network:
         The input tangent is 0, so layer 0 pushes activities only and its tangent is u[0].
         The output tangent bt.ht[L] is the directional derivative of y along all the u's.
         """
-        L = self.n_layers
-        for l, (W, b, act) in enumerate(zip(self.W, self.b, self.acts)):
+        last = self.n_layers - 1
+        for l, (WT, b, act) in enumerate(zip(self.WT, self.b_row, self.acts)):
+            a, t = bt.ap[l], bt.ht[l + 1]
             if l == 0:
-                np.matmul(bt.hp[0], W.T, out=bt.ap[0])
+                np.dot(bt.hp[0], WT, out=a)
             else:
-                np.matmul(bt.h[l], W.T, out=bt.a[l])  # (2m, n_in) @ (n_in, n_out): both rows, one read of W
-            bt.ap[l] += b
-            act.forward(bt.ap[l], bt.hp[l + 1])
+                np.dot(bt.h[l], WT, out=bt.a[l])  # (2m, n_in) @ (n_in, n_out): both rows, one read of W
+            a += b
+            if not act.linear:  # else h[l+1] is a[l]: activity and tangent are already in place
+                act.forward(a, bt.hp[l + 1])
+                act.derivative(a, bt.hp[l + 1], bt.df[l])
+            if l == 0:  # the tangent of a[0] is 0
+                if last > 0:
+                    np.copyto(t, bt.u[0])
+                else:
+                    t.fill(0.0)
+                continue
             if not act.linear:
-                act.derivative(bt.ap[l], bt.hp[l + 1], bt.df[l])
-            t = bt.ht[l + 1]
-            if l == 0:
-                t.fill(0.0)
-            elif act.linear:
-                np.copyto(t, bt.at[l])
-            else:
                 np.multiply(bt.df[l], bt.at[l], out=t)
-            if l < L - 1:
+            if l < last:
                 t += bt.u[l]
 
-    def sgd_in_place(self, bt: Batch) -> None:
-        """W_l -= delta_l^T h_l and b_l -= delta_l for one row, fused (BLAS ger: W read and written
-        once, no gradient array). The deltas already carry the learning rate."""
-        for W, b, delta, h in zip(self.W, self.b, bt.delta, bt.hp):
-            blas.rank1_update(W, -1.0, delta[0], h[0])
-            b -= delta[0]
+    def sgd_in_place(self, bt: Batch, lr: float) -> None:
+        """W_l -= lr delta_l^T h_l and b_l -= lr delta_l for one row, fused (BLAS ger and axpy: W
+        read and written once, no gradient array)."""
+        for WT, b, delta, h in zip(self.WT, self.b, bt.delta_row, bt.h_row):
+            blas.rank1_update(WT, -lr, delta, h)
+            blas.axpy(-lr, delta, b)
 
     def local_gradients(self, bt: Batch) -> None:
         """gW_l = delta_l^T h_l and gb_l = sum of delta_l over rows (the batch mean sits in e)."""

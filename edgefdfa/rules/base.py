@@ -56,9 +56,7 @@ class Rule:
         loss = self.loss.error(bt.y, target, bt.e)
         if scale != 1.0:
             bt.e *= scale
-        if self.net.acts[-1].linear:
-            np.copyto(bt.delta[-1], bt.e)
-        else:
+        if not self.net.acts[-1].linear:  # else bt.e is bt.delta[-1] (see Workspace)
             np.multiply(bt.e, bt.df[-1], out=bt.delta[-1])
         return loss
 

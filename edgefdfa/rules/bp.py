@@ -15,6 +15,6 @@ class BP(Rule):
         net.forward(bt)
         loss = self.output_error(bt, target, scale)
         for l in range(net.n_layers - 1, 0, -1):
-            np.matmul(bt.delta[l], net.W[l], out=bt.delta[l - 1])  # (m, n_out) @ (n_out, n_in)
+            np.dot(bt.delta[l], net.W[l], out=bt.delta[l - 1])  # (m, n_out) @ (n_out, n_in)
             bt.delta[l - 1] *= bt.df[l - 1]
         return loss

@@ -22,7 +22,7 @@ class DFA(Rule):
         self.net.forward(bt)
         loss = self.output_error(bt, target, scale)
         for l, B in enumerate(self.B):
-            np.matmul(bt.e, B, out=bt.delta[l])  # (m, K) @ (K, n_l)
+            np.dot(bt.e, B, out=bt.delta[l])  # (m, K) @ (K, n_l)
             bt.delta[l] *= bt.df[l]
         return loss
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from ..network import outer_sum
 from .base import Rule, feedback_matrices
 
@@ -23,6 +24,7 @@ class FDFA(Rule):
         super().__init__(net, loss, rng, config)
         hidden = list(net.sizes[1:-1])
         self.flat, self.B = feedback_matrices(net.sizes[-1], hidden)  # B_l (K, n_l), all 0
+        self.BT = [B.T for B in self.B]  # (n_l, K) views for BLAS
         _, self.J = feedback_matrices(net.sizes[-1], hidden)  # scratch for alpha J~_l
         self.d = np.zeros((config.batch_size, net.sizes[-1]), dtype=np.float32)  # alpha d / (m sigma^2)
 
@@ -30,14 +32,23 @@ class FDFA(Rule):
         self.draw_perturbations(bt)
         self.net.forward_tangent(bt)
         loss = self.output_error(bt, target, scale)
+        for B, delta, df in zip(self.B, bt.delta, bt.df):
+            np.dot(bt.e, B, out=delta)  # hidden error e B_l, (m, K) @ (K, n_l)
+            delta *= df
+        # B <- (1 - alpha) B + alpha J~, J~ = (sum over rows of d u^T) / (m sigma^2)
         alpha = self.config.alpha
-        d = self.d[:bt.m]  # the output tangent, (m, K), scaled once so that J = alpha J~_l
-        np.multiply(bt.ht[-1], alpha / (bt.m * self.config.sigma ** 2), out=d)
-        for l, (B, J) in enumerate(zip(self.B, self.J)):
-            np.matmul(bt.e, B, out=bt.delta[l])  # hidden error e B_l, (m, K) @ (K, n_l)
-            bt.delta[l] *= bt.df[l]
-            outer_sum(d, bt.u[l], out=J)  # alpha (sum over rows of d u^T) / (m sigma^2)
-            B *= 1.0 - alpha  # B <- (1 - alpha) B + alpha J~
+        c = alpha / (bt.m * self.config.sigma ** 2)
+        d = bt.ht[-1]  # the output tangent, (m, K)
+        if bt.m == 1 and blas.available:  # every B_l in one pass, then a fused rank-1 update per layer
+            blas.scale(1.0 - alpha, self.flat)
+            d = d[0]
+            for BT, u in zip(self.BT, bt.u_row):
+                blas.rank1_update(BT, c, d, u)
+            return loss
+        self.flat *= 1.0 - alpha
+        np.multiply(d, c, out=self.d[:bt.m])
+        for B, J, u in zip(self.B, self.J, bt.u):
+            outer_sum(self.d[:bt.m], u, out=J)
             B += J
         return loss
 
