@@ -93,9 +93,9 @@ class Device:
                     return []
                 return [self._error(item.seq, item.code, item.kind or 0)]
             try:
-                message = decode_message(item.kind, item.payload)
-                if item.kind & 0x80:
+                if item.kind & 0x80:  # known (the frame decoder checked), but never sent to a device
                     raise ProtocolError(Code.BAD_TYPE, "a device never accepts device messages")
+                message = decode_message(item.kind, item.payload)
                 return self._dispatch(MsgType(item.kind), item.seq, message)
             except ProtocolError as e:
                 return [self._error(item.seq, e.code, item.kind)]

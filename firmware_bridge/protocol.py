@@ -53,14 +53,16 @@ class Code(IntEnum):
     BAD_FLAGS = 21
     MODEL_MISMATCH = 22
     TIMEOUT = 23
+    STORAGE = 24
 
 
 class ProtocolError(EdgeFDFAError, ValueError):
     """A frame or message broke the protocol, or a device refused a request; `code` names why."""
 
-    def __init__(self, code: Code, detail: str = "") -> None:
-        self.code = Code(code)
-        super().__init__(f"{self.code.name}: {detail}" if detail else self.code.name)
+    def __init__(self, code: Code | int, detail: str = "") -> None:
+        self.code = Code(code) if code in Code.__members__.values() else code  # a newer device's code stays an int
+        name = self.code.name if isinstance(self.code, Code) else f"error code {code}"
+        super().__init__(f"{name}: {detail}" if detail else name)
 
 
 class DeviceTimeout(ProtocolError, TimeoutError):

@@ -219,7 +219,7 @@ efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_
 
     memset(rx, 0, sizeof *rx);
     rx->cfg = *c;
-    rx->record_limit = c->max_frame + (c->max_frame + 253u) / 254u + 1u;
+    rx->record_limit = c->max_frame + c->max_frame / 254u + 1u;
     uint8_t table[1 + 5 * EFB_MAX_LAYERS];
     table[0] = c->n_layers;
     for (unsigned l = 0; l < c->n_layers; ++l) {
@@ -584,7 +584,7 @@ static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n) {
     next.ids[inactive] = rx->update_id;
     next.valid = (uint8_t)(next.valid | 1u << inactive);
     next.active = (uint8_t)inactive;
-    return install(rx, &next, (int)inactive) ? EFB_OK : EFB_BAD_UPDATE;
+    return install(rx, &next, (int)inactive) ? EFB_OK : EFB_STORAGE;
 }
 
 static efb_code rollback(efb_rx *rx, uint32_t to_id) {
@@ -593,7 +593,7 @@ static efb_code rollback(efb_rx *rx, uint32_t to_id) {
     if (!(((unsigned)rx->state.valid >> other) & 1u) || rx->state.ids[other] != to_id) return EFB_NO_PREVIOUS;
     efb_rx_state next = rx->state;
     next.active = (uint8_t)other;
-    return install(rx, &next, -1) ? EFB_OK : EFB_NO_PREVIOUS;
+    return install(rx, &next, -1) ? EFB_OK : EFB_STORAGE;
 }
 
 static void on_infer(efb_rx *rx, uint16_t seq, const uint8_t *p, uint32_t n) {

@@ -63,13 +63,14 @@ typedef enum {
     EFB_BAD_SIGNATURE = 14,  /* the HMAC does not verify */
     EFB_UNSIGNED = 15,       /* a KEYED device got an update without a signature */
     EFB_BASE_MISMATCH = 16,  /* a sparse delta against weights the device does not hold */
-    EFB_BAD_UPDATE = 17,     /* the update does not parse in its encoding (also: persisting failed) */
-    EFB_NO_PREVIOUS = 18,    /* ROLLBACK to weights the inactive slot does not hold (also: persisting failed) */
+    EFB_BAD_UPDATE = 17,     /* the update does not parse in its encoding */
+    EFB_NO_PREVIOUS = 18,    /* ROLLBACK to weights the inactive slot does not hold */
     EFB_BAD_INPUT = 19,      /* INFER input of the wrong size or not finite */
     EFB_GAP = 20,            /* (NACK) a chunk arrived past have */
     EFB_BAD_FLAGS = 21,      /* unknown flag bits, or update_id 0 */
     EFB_MODEL_MISMATCH = 22, /* (host only) */
-    EFB_TIMEOUT = 23         /* (host only) */
+    EFB_TIMEOUT = 23,        /* (host only) */
+    EFB_STORAGE = 24         /* the persist callback failed: the old weights stay active */
 } efb_code;
 
 /* The update encodings (PROTOCOL.md §4); bit e of efb_rx_config.encodings accepts encoding e. */
@@ -160,7 +161,7 @@ typedef struct {
     edgefdfa_layer head[EFB_MAX_LAYERS];
     uint32_t model_id;               /* CRC-32 of the layer table */
     uint32_t record_len;             /* bytes of the record in rx_buf */
-    uint32_t record_limit;           /* longest record kept: max_frame + ceil(max_frame/254) + 1 */
+    uint32_t record_limit;           /* longest record kept: max_frame + floor(max_frame/254) + 1 */
     uint8_t overlong;                /* the record passed record_limit: dropped at its 0x00 */
     uint8_t in_session;              /* RECEIVING */
     uint8_t nacked;                  /* a GAP NACK was sent at have == nacked_at */

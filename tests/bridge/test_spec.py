@@ -1,5 +1,6 @@
 """PROTOCOL.md and the code say the same thing: every message type and error code in the spec's
-tables is the code's, with the same number, and the frame header matches the byte table."""
+tables is the code's (Python and the C receiver's header), with the same number, and the frame
+header matches the byte table."""
 
 import re
 from pathlib import Path
@@ -23,6 +24,18 @@ def test_error_codes_match():
     assert table_rows(r"^\| (\d+)\s+\| ([A-Z_]+)\s+\|", 7) == {c.name: c.value for c in protocol.Code}
 
 
+def c_enum(name):
+    """{NAME: number} of the C receiver's `typedef enum { EFB_NAME = n, ... } name;`."""
+    header = (Path(protocol.__file__).parent / "c" / "edgefdfa_rx.h").read_text()
+    body = re.search(r"typedef enum \{([^}]*)\} " + name + ";", header).group(1)
+    return {k: int(v) for k, v in re.findall(r"EFB_([A-Z0-9_]+) = (\d+)", body)}
+
+
+def test_c_receiver_enums_match():
+    assert c_enum("efb_code") == {c.name: c.value for c in protocol.Code}
+    assert c_enum("efb_encoding") == {e.name: e.value for e in protocol.Encoding}
+
+
 def test_encodings_match():
     rows = table_rows(r"^\| (\d+)\s+\| ([A-Z0-9_]+)\s+\|", 4)
     assert rows == {e.name: e.value for e in protocol.Encoding}
@@ -32,3 +45,9 @@ def test_frame_header_matches():
     assert frame.HEADER.size == 8 and frame.OVERHEAD == 12 and protocol.MAGIC == b"\x45\x42"
     assert "`0x45 0x42`" in SPEC and f"| 2       | 1    | version  | `{protocol.VERSION}`" in SPEC
     assert f"{frame.MIN_FRAME} ≤ `max_frame` ≤ {frame.MAX_FRAME_LIMIT}" in SPEC
+
+
+def test_an_error_code_this_host_does_not_know_is_still_reported():
+    e = protocol.ProtocolError(200, "from a newer device")
+    assert e.code == 200 and str(e) == "error code 200: from a newer device"
+    assert protocol.ProtocolError(24).code is protocol.Code.STORAGE

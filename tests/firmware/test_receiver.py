@@ -164,26 +164,9 @@ def frames(data):
     return [(f.kind, f.seq, f.payload) for f in FrameReader().feed(data)]
 
 
-def by_the_spec(replies):
-    """The Python device's replies with its one known departure from PROTOCOL.md §1 undone: a
-    device -> host type with a malformed payload is BAD_TYPE (never accepted) before BAD_LENGTH,
-    in the ERROR and in a later STATUS's last_error; emulator.py checks the payload first (see
-    test_python_device_refuses_a_device_type_before_its_length)."""
-    fixed, rewritten = [], False
-    for kind, seq, payload in replies:
-        if kind in (MsgType.ERROR, MsgType.NACK):
-            rewritten = kind == MsgType.ERROR and payload[0] == Code.BAD_LENGTH and payload[1] & 0x80
-            if rewritten:
-                payload = bytes([Code.BAD_TYPE, payload[1]])
-        elif kind == MsgType.STATUS and rewritten:
-            payload = payload[:-1] + bytes([Code.BAD_TYPE])
-        fixed.append((kind, seq, payload))
-    return fixed
-
-
 def assert_same_replies(c_out, py_out):
     """Byte-for-byte equal replies, except OUTPUT values (float sums in another order) to 1e-5."""
-    c, py = frames(c_out), by_the_spec(frames(py_out))
+    c, py = frames(c_out), frames(py_out)
     assert [(k, s) for k, s, _ in c] == [(k, s) for k, s, _ in py]
     for (kind, _, a), (_, _, b) in zip(c, py):
         if kind == MsgType.OUTPUT:
@@ -365,8 +348,6 @@ def test_device_type_is_refused_before_its_length(run_c):
     assert frames(run_c(wire)[0]) == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
 
 
-@pytest.mark.xfail(strict=True, reason="emulator.py decodes the payload before refusing a device -> host type "
-                                       "(answers BAD_LENGTH); PROTOCOL.md §1 and the C receiver say BAD_TYPE")
 def test_python_device_refuses_a_device_type_before_its_length():
     replies = frames(run_python(raw(kind=MsgType.ACK, payload=bytes(3)))[0])
     assert replies == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
@@ -687,7 +668,7 @@ def test_failed_persist_keeps_the_old_weights(c_rig):
     relay, device = c_rig(extra=["--fail-persist"])
     with pytest.raises(ProtocolError) as e:
         host.push(relay.host.path, learned_head(), images={})
-    assert e.value.code == Code.BAD_UPDATE
+    assert e.value.code == Code.STORAGE
     s = host.status(relay.host.path)
     assert (s.active_id, s.previous_id) == (0, 0xFFFFFFFF) and device.image()[0] == 0
     assert np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
