@@ -43,8 +43,8 @@ class SoftmaxCrossEntropy(Loss):
 
     def error(self, y, target, e):
         # the loss of a row is log(sum exp(y - max y)) - (y_t - max y): -log p_t without rounding p_t
-        m = y.shape[0]
-        if m == 1:
+        m, k = y.shape
+        if m == 1 and k <= 64:
             return self._error_one(y, int(target[0]), e)
         top = y.max(axis=-1, keepdims=True)  # (m, 1)
         np.subtract(y, top, out=e)
@@ -61,14 +61,15 @@ class SoftmaxCrossEntropy(Loss):
 
     @staticmethod
     def _error_one(y: np.ndarray, t: int, e: np.ndarray) -> float:
-        """`error` for one row (y, e: (1, K)) in the fewest NumPy calls."""
+        """`error` for one row of a few logits (y, e: (1, K)) in Python floats: for ten values a
+        NumPy call costs more than the arithmetic, and this takes one to read y and one to write e."""
         logits = y.tolist()[0]
         top = max(logits)
-        np.subtract(y, top, out=e)
-        np.exp(e, out=e)
-        total = float(np.add.reduce(e, axis=None))
-        np.multiply(e, 1.0 / total, out=e)
-        e[0, t] -= 1.0
+        p = [math.exp(v - top) for v in logits]
+        total = sum(p)
+        p = [v / total for v in p]
+        p[t] -= 1.0  # e = p - onehot
+        e[0] = p
         return math.log(total) - (logits[t] - top)
 
 

@@ -7,8 +7,8 @@ The memory-traffic bound is what NumPy needs, in the same run, to read and write
 bytes three times (three np.copyto passes over a float32 array of the parameter count): a step
 that reads W forward, writes a gradient and applies it cannot move less. The call floor is the
 other bound, for small networks: the bare sequence of NumPy/BLAS calls one fdfa step makes (input
-copy and finiteness check, draws, forward with tangents, softmax error, hidden errors, feedback
-update, fused SGD) on preallocated arrays, from one flat Python function with every array bound in
+copy and finiteness check, draws, forward with tangents, softmax error in Python floats, hidden
+errors, feedback update, fused SGD) on preallocated arrays, from one flat Python function with every array bound in
 advance: no learner, no checks, no Python structure. Whatever the engine does, it cannot run
 faster than that with NumPy. Everything runs on one thread (BLAS and torch pinned).
 
@@ -156,8 +156,7 @@ def floor_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
         offset += K * n
     BT, e2 = [m.T for m in B], np.zeros((1, K), f32)
     e, y_out, d_out = e2[0], A[-1][0], A[-1][1]
-    normal, dot, copyto, maximum, sign, multiply, subtract, exp, reduce = (
-        rng.standard_normal, np.dot, np.copyto, np.maximum, np.sign, np.multiply, np.subtract, np.exp, np.add.reduce)
+    normal, dot, copyto, maximum, sign, multiply = rng.standard_normal, np.dot, np.copyto, np.maximum, np.sign, np.multiply
     zero, lr, decay, c = np.zeros((), f32), 0.01, 1 - 0.003, 0.003
     rows, labels = list(X), y.tolist()
 
@@ -188,13 +187,13 @@ def floor_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
                 else:
                     multiply(df[l], at[l], out=ht[l])
                     ht[l] += u[l]
-        logits = y_out.tolist()
+        logits = y_out.tolist()  # softmax error in Python floats, as the engine does for a few classes
         top = max(logits)
-        subtract(y_out, top, out=e)
-        exp(e, out=e)
-        total = float(reduce(e))
-        multiply(e, 1.0 / total, out=e)
-        e[label] -= 1.0
+        p = [math.exp(v - top) for v in logits]
+        total = sum(p)
+        p = [v / total for v in p]
+        p[label] -= 1.0
+        e[:] = p
         for l in range(L - 1):
             dot(e2, B[l], out=delta[l])
             delta[l] *= df[l]
