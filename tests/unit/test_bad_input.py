@@ -83,3 +83,13 @@ def test_bad_regression_targets():
 def test_bad_settings_are_named(kw, message):
     with pytest.raises(ConfigError, match=message):
         edgefdfa.MLP([6, 8, 3], **kw)
+
+
+def test_large_finite_values_pass_the_cheap_check():
+    """x . x overflows float32 for values like 1e20; the exact check behind it still accepts them."""
+    learner = edgefdfa.MLP([6, 8, 3], rule="bp", seed=0)
+    big = np.array([0, 1e20, -3e19, 0, 0, 0], dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(big @ big)
+    learner.predict_proba_one(big)
+    assert np.array_equal(learner._x, big)
