@@ -4,13 +4,17 @@ For a 64-128-10 network (digits) and a 784-256-256-10 network (MNIST-5k) it time
 (batch 1, softmax cross-entropy, plain SGD) of this engine's fdfa, dfa and bp rules and of PyTorch
 BP (nn.Linear+ReLU stack, CrossEntropyLoss, zero_grad/backward/step per sample), on the same rows.
 The memory-traffic bound is what NumPy needs, in the same run, to read and write the parameter
-bytes three times (three np.copyto passes over a float32 array of the parameter count): a step
-that reads W forward, writes a gradient and applies it cannot move less. The call floor is the
-other bound, for small networks: the bare sequence of NumPy/BLAS calls one fdfa step makes (input
-copy and finiteness check, draws, forward with tangents, softmax error in Python floats, hidden
-errors, feedback update, fused SGD) on preallocated arrays, from one flat Python function with every array bound in
-advance: no learner, no checks, no Python structure. Whatever the engine does, it cannot run
-faster than that with NumPy. Everything runs on one thread (BLAS and torch pinned).
+bytes three times (three np.copyto passes over a float32 array of the parameter count): what a
+step that reads W forward, writes a gradient and applies it must move. The fused SGD path writes
+no gradient (W is read forward, then read and written once by BLAS ger), so on a network whose
+weights dominate the step, x_bound below 1 is possible.
+
+The call floor is the other bound, the one that holds small networks: the bare sequence of
+NumPy/BLAS calls one fdfa step makes (input copy and finiteness check, draws, forward with
+tangents, softmax error in Python floats, hidden errors, feedback update, fused SGD) on
+preallocated arrays, from one flat Python function with every array bound in advance: no learner,
+no checks, no Python structure. It is what the calls themselves cost; the engine's distance
+from it is the cost of its Python structure. Everything runs on one thread (BLAS and torch pinned).
 
 Timing: all implementations of a network run in one process, taking turns in blocks of BLOCK
 steps, so that drift of a shared machine hits them alike and the ratios hold; medians per step.
