@@ -3,7 +3,7 @@ and what a budgeted sparse push after 1,000 online samples costs and leaves behi
 
 For the shipped imu-activity and digits heads and for a 784-256-256-10 head it pushes the head, in
 every encoding (f32, f16, int8 = per channel, int8-tensor), over two real pseudo-terminals joined
-by a relay thread to the Python emulator (firmware_bridge.emulator), and reads every frame that
+by a virtual cable (firmware_bridge.cable) to the Python emulator (firmware_bridge.emulator), and reads every frame that
 crosses the host's port: payload bytes (the encoded update), wire bytes (both directions), and
 the BULK part of them (CHUNK frames and the ACKs/NACKs that answer them) apart from the FIXED
 messages (HELLO_REQ, HELLO, BEGIN and its ACK, COMMIT, ACTIVE).
@@ -48,12 +48,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import select
-import threading
 import time
-import tty
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +68,7 @@ from edgefdfa.export import head_of
 from edgefdfa.formats.base import Dense
 from firmware_bridge import host
 from firmware_bridge import image as img
+from firmware_bridge.cable import Cable
 from firmware_bridge.emulator import Device, Emulator
 from firmware_bridge.frame import MAX_FRAME_LIMIT, OVERHEAD
 from firmware_bridge.link import open_port
@@ -112,51 +109,6 @@ def cases() -> Iterator[Case]:
     yield Case("digits.onnx", edgefdfa.load(ROOT / "models" / "digits.onnx"), (ds.X_train, ds.y_train), ds.X_test)
     ds = load_data("mnist5k")
     yield Case("784-256-256-10", edgefdfa.MLP([784, 256, 256, 10], seed=0), (ds.X_train, ds.y_train), ds.X_test)
-
-
-# --- two real ptys and a relay (as tests/bridge/conftest.py joins host and emulator) ---------------
-
-class Pty:
-    """One pty: the relay owns the master; `path` is the slave a serial port opens (held open, raw)."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
-
-    def close(self) -> None:
-        os.close(self.master)
-        os.close(self.slave)
-
-
-class Relay:
-    """Copies bytes between the host's pty and the device's until closed; no faults."""
-
-    def __init__(self) -> None:
-        self.host, self.device = Pty(), Pty()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        other = {self.host.master: self.device.master, self.device.master: self.host.master}
-        while not self._stop.is_set():
-            ready, _, _ = select.select(list(other), [], [], 0.02)
-            for fd in ready:
-                try:
-                    data = os.read(fd, 65536)
-                    while data:
-                        data = data[os.write(other[fd], data):]
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.host.close()
-        self.device.close()
-
-
 
 
 class TallyPort:
@@ -200,16 +152,16 @@ class TallyPort:
 
 @contextmanager
 def rig(head: Sequence[Dense], max_frame: int) -> Iterator[tuple[TallyPort, Emulator]]:
-    """A relay, an emulated device holding `head` (its factory weights) and the host's open port."""
-    relay = Relay()
-    emulator = Emulator(relay.device.path, Device(img.layers_of(head), img.image_of(head), max_frame=max_frame)).start()
-    port = TallyPort(open_port(relay.host.path))
+    """A virtual cable, an emulated device holding `head` (its factory weights) and the host's open port."""
+    cable = Cable()
+    emulator = Emulator(cable.device, Device(img.layers_of(head), img.image_of(head), max_frame=max_frame)).start()
+    port = TallyPort(open_port(cable.host))
     try:
         yield port, emulator
     finally:
         port.close()
         emulator.stop()
-        relay.close()
+        cable.close()
 
 
 # --- measuring ---------------------------------------------------------------------------------
