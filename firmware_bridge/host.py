@@ -77,8 +77,8 @@ class PushReport:
     update_id: int
     encoding: str  # the encoding sent (a first sparse push to unknown weights sends f32)
     payload_bytes: int  # the encoded update
-    wire_bytes: int  # every byte written and read on the port during the push
-    seconds: float
+    wire_bytes: int  # every byte written and read on the port by the push (not by its verify)
+    seconds: float  # the push, up to ACTIVE (not its verify)
     resumed_from: int  # bytes the device already held when the push began
     resends: int  # chunks sent more than once
     parity: float | None = None  # max |device - host| on the image the device holds (verify)
@@ -198,11 +198,10 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
         if (active.active_id, active.digest) != (begin.update_id, digest):
             raise ProtocolError(Code.BAD_DIGEST, f"the device answered COMMIT with {active}")
         images[(hello.model_id, begin.update_id)] = expected
-        report = PushReport(begin.update_id, encoding, len(update), 0, 0.0, resumed, resends)
-        if verify:
+        report = PushReport(begin.update_id, encoding, len(update), s.link.bytes_out + s.link.bytes_in,
+                            time.monotonic() - start, resumed, resends)
+        if verify:  # the check's INFER traffic is not the push's
             report.parity, report.drift = _parity(s, hello, expected, target)
-        report.wire_bytes = s.link.bytes_out + s.link.bytes_in
-    report.seconds = time.monotonic() - start
     return report
 
 

@@ -129,3 +129,13 @@ def test_a_port_that_goes_away_is_named_and_the_device_keeps_its_weights(heads):
         assert np.array_equal(device.weights, img.image_of(factory))
     finally:
         emulator.stop()
+
+
+def test_the_push_report_counts_the_push_not_its_verify(rig, heads):
+    reports = []
+    for verify in (False, True):
+        relay, _ = rig()
+        reports.append(host.push(relay.host.path, heads(n=40), verify=verify, images={}))
+    plain, verified = reports
+    assert verified.parity is not None and plain.parity is None
+    assert verified.wire_bytes == plain.wire_bytes > plain.payload_bytes
