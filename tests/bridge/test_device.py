@@ -1,7 +1,6 @@
 """The device's state machine without a port: hostile and malformed frames are refused with a named
 code, nothing is written outside its buffers, and the active weights change only on a verified COMMIT."""
 
-import struct
 
 import numpy as np
 import pytest
@@ -12,7 +11,20 @@ from firmware_bridge import encoding as enc
 from firmware_bridge import image as img
 from firmware_bridge.emulator import Device
 from firmware_bridge.frame import FrameReader, encode
-from firmware_bridge.protocol import Active, Begin, Chunk, Code, Commit, Encoding, Error, MsgType, Nack, Rollback, Vector
+from firmware_bridge.protocol import (
+    Active,
+    Begin,
+    Chunk,
+    Code,
+    Commit,
+    Encoding,
+    Error,
+    MsgType,
+    Nack,
+    Rollback,
+    Vector,
+)
+from tests.bridge import hostile
 
 LAYERS = (img.Layer(3, 4, 1), img.Layer(2, 3, 0))
 START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
@@ -89,21 +101,10 @@ def test_commit_swaps_and_is_idempotent():
     assert np.allclose(dev.weights, target, atol=1e-2) and dev.ids == [0, 9]
 
 
-frames = st.one_of(
-    st.binary(max_size=80),
-    st.builds(lambda k, s, p: encode(k, s, p), st.sampled_from(list(MsgType)), st.integers(0, 0xFFFF),
-              st.binary(max_size=50)),
-    st.builds(lambda o, d: encode(MsgType.CHUNK, 1, struct.pack("<I", o) + d), st.integers(0, 2**32 - 1),
-              st.binary(min_size=1, max_size=40)),
-    st.builds(lambda b: encode(MsgType.BEGIN, 1, b.pack()), st.builds(
-        Begin, st.integers(0, 3), st.integers(0, 2), st.integers(0, 200), st.integers(0, 6), st.integers(0, 3))),
-    st.builds(lambda c: encode(MsgType.COMMIT, 1, c.pack()), st.builds(
-        Commit, st.integers(0, 3), st.binary(min_size=32, max_size=32))),
-)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(frames, max_size=30))
+@given(st.lists(hostile.frames, max_size=30))
 def test_hostile_streams_never_crash_or_change_the_weights(stream):
     dev = device()
     reader = FrameReader(dev.max_frame)

@@ -40,6 +40,7 @@ from firmware_bridge.protocol import (
     layer_table,
     model_id,
 )
+from tests.bridge import hostile
 from tests.bridge.conftest import Relay, learned_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,23 +354,10 @@ def test_python_device_refuses_a_device_type_before_its_length():
     assert replies == [(MsgType.ERROR, 7, bytes([Code.BAD_TYPE, MsgType.ACK]))]
 
 
-hostile = st.one_of(
-    st.binary(max_size=80),
-    st.builds(lambda k, s, p: encode(k, s, p), st.sampled_from(list(MsgType) + [0, 0x42]), st.integers(0, 0xFFFF),
-              st.binary(max_size=50)),
-    st.builds(lambda o, d: encode(MsgType.CHUNK, 1, struct.pack("<I", o) + d), st.integers(0, 2**32 - 1),
-              st.binary(min_size=1, max_size=40)),
-    st.builds(lambda b: encode(MsgType.BEGIN, 1, b.pack()), st.builds(
-        Begin, st.integers(0, 3), st.integers(0, 2), st.integers(0, 200), st.integers(0, 6), st.integers(0, 3))),
-    st.builds(lambda c: encode(MsgType.COMMIT, 1, c.pack()), st.builds(
-        Commit, st.integers(0, 3), st.binary(min_size=32, max_size=32), st.sampled_from([b"", bytes(32)]))),
-    st.builds(lambda x: encode(MsgType.INFER, 2, np.asarray(x, "<f4").tobytes()),
-              st.lists(st.floats(width=32), min_size=4, max_size=4)),
-)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(hostile, max_size=25), st.booleans())
+@given(st.lists(hostile.frames, max_size=25), st.booleans())
 def test_random_streams_answer_like_the_python_device(run_c, stream, delimit):
     """Noise and malformed frames, delimited or run together: the same replies byte for byte, and
     the weights never change."""
