@@ -65,11 +65,13 @@ def digest(image: np.ndarray) -> bytes:
 
 
 def forward(image: np.ndarray, layers: Sequence[Layer], x: np.ndarray) -> np.ndarray:
-    """The head's output for one input x (n_in,), computed in float32: y = f(W h + b) per layer."""
+    """The head's output for one input x (n_in,), computed in float32: y = f(W h + b) per layer.
+    Huge finite inputs may overflow to inf, as on the device (IEEE float32, no warning)."""
     h = np.asarray(x, np.float32)
     views = tensors(image, layers)
-    for layer, W, b in zip(layers, views[::2], views[1::2]):
-        h = ACTIVATIONS[layer.activation](W @ h + b).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for layer, W, b in zip(layers, views[::2], views[1::2]):
+            h = ACTIVATIONS[layer.activation](W @ h + b).astype(np.float32)
     return h
 
 
