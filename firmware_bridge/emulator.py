@@ -43,6 +43,7 @@ from .protocol import (
     ProtocolError,
     State,
     Status,
+    Update,
     Vector,
     decode_message,
     model_id,
@@ -135,6 +136,8 @@ class Device:
             return [self._begin(seq, m)]
         if kind == MsgType.CHUNK:
             return self._chunk(seq, m)
+        if kind == MsgType.UPDATE:
+            return [self._update(seq, m)]
         return [self._commit(seq, m)]
 
     def _begin(self, seq: int, b: Begin) -> Reply:
@@ -167,6 +170,15 @@ class Device:
             self.staging[c.offset:c.offset + len(c.data)] = c.data
             self.have += len(c.data)
         return [(MsgType.ACK, seq, Ack(self.have))]
+
+    def _update(self, seq: int, u: Update) -> Reply:
+        """BEGIN, CHUNK(0, data) and COMMIT in one; the first refusal is the answer."""
+        if u.update_id == self.ids[self.active] and u.digest == img.digest(self.weights):
+            return self._active(seq)  # a resent UPDATE of what is already active: nothing changes
+        self._begin(seq, u.begin)
+        self.staging[:len(u.data)] = u.data
+        self.have = len(u.data)
+        return self._commit(seq, u.commit)
 
     def _commit(self, seq: int, c: Commit) -> Reply:
         s = self.session

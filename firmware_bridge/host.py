@@ -57,6 +57,7 @@ from .protocol import (
     ProtocolError,
     Rollback,
     Status,
+    Update,
     Vector,
     decode_message,
     model_id,
@@ -80,7 +81,7 @@ class PushReport:
     wire_bytes: int  # every byte written and read on the port by the push (not by its verify)
     seconds: float  # the push, up to ACTIVE (not its verify)
     resumed_from: int  # bytes the device already held when the push began
-    resends: int  # chunks sent more than once
+    resends: int  # frames of update data (CHUNKs, or the UPDATE) sent more than once
     parity: float | None = None  # max |device - host| on the image the device holds (verify)
     drift: float | None = None  # max |device - the float head pushed| (the encoding's loss; verify)
 
@@ -102,6 +103,7 @@ class Session:
     def __init__(self, link: Link, timeout: float, retries: int) -> None:
         self.link, self.timeout, self.retries = link, timeout, retries
         self.seq = 0
+        self.resent = 0  # requests sent again after a timeout
 
     def send(self, kind: MsgType, message: Message) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
@@ -124,7 +126,8 @@ class Session:
     def request(self, kind: MsgType, expect: type[T], message: Message = Empty()) -> T:
         """Send until a reply arrives: it, if it is an `expect`; ProtocolError if it is an ERROR (its
         code) or another message (BAD_TYPE); DeviceTimeout if none arrives."""
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            self.resent += attempt > 0
             got = self.reply(self.send(kind, message), self.timeout)
             if got is not None:
                 if isinstance(got[1], Error):
@@ -191,10 +194,17 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
         digest = img.digest(expected)
         tail = Begin(0, hello.active_id if code == Encoding.SPARSE_INT8 else 0, len(update), code, SIGNED if key else 0)
         begin = Begin(enc.update_id(tail, update), tail.base_id, tail.total, tail.encoding, tail.flags)
-        chunk = hello.max_frame - OVERHEAD - 4  # a CHUNK's u32 offset
-        resumed, resends = _transfer(s, begin, update, chunk, window, progress)
         commit = Commit(begin.update_id, digest, enc.signature(key, begin, digest) if key else b"")
-        active = s.request(MsgType.COMMIT, Active, commit)
+        if OVERHEAD + Update.FIELDS + len(commit.hmac) + len(update) <= hello.max_frame:  # one frame: UPDATE
+            resent = s.resent
+            active = s.request(MsgType.UPDATE, Active, Update.of(begin, commit, update))
+            resumed, resends = 0, s.resent - resent
+            if progress:
+                progress(len(update), len(update))
+        else:
+            chunk = hello.max_frame - OVERHEAD - 4  # a CHUNK's u32 offset
+            resumed, resends = _transfer(s, begin, update, chunk, window, progress)
+            active = s.request(MsgType.COMMIT, Active, commit)
         if (active.active_id, active.digest) != (begin.update_id, digest):
             raise ProtocolError(Code.BAD_DIGEST, f"the device answered COMMIT with {active}")
         images[(hello.model_id, begin.update_id)] = expected

@@ -21,7 +21,7 @@ from edgefdfa.errors import EdgeFDFAError
 MAGIC = b"EB"
 VERSION = 1
 DIGEST_BYTES = 32  # SHA-256 and HMAC-SHA256
-SIGNED = 0x01  # BEGIN flags bit0: COMMIT carries an HMAC
+SIGNED = 0x01  # BEGIN and UPDATE flags bit0: the update carries an HMAC
 KEYED = 0x01  # HELLO flags bit0: the device accepts only signed updates
 NONE = 0xFFFFFFFF  # STATUS previous_id of an empty inactive slot (0 is the factory weights' id)
 
@@ -73,7 +73,7 @@ class DeviceTimeout(ProtocolError, TimeoutError):
 
 
 class MsgType(IntEnum):
-    """Message types: host -> device 0x01..0x07, device -> host 0x81..0x88."""
+    """Message types: host -> device 0x01..0x08, device -> host 0x81..0x88."""
 
     HELLO_REQ = 0x01
     BEGIN = 0x02
@@ -82,6 +82,7 @@ class MsgType(IntEnum):
     STATUS_REQ = 0x05
     ROLLBACK = 0x06
     INFER = 0x07
+    UPDATE = 0x08
     HELLO = 0x81
     ACK = 0x82
     NACK = 0x83
@@ -228,6 +229,47 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class Update:
+    """BEGIN, the whole update and COMMIT in one frame, for an update that fits one (PROTOCOL.md §2):
+    the device handles it as BEGIN(total = len(data)), CHUNK(0, data), COMMIT."""
+
+    update_id: int
+    base_id: int
+    encoding: int
+    flags: int
+    digest: bytes
+    hmac: bytes  # 32 bytes iff flags has SIGNED, else empty
+    data: bytes
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<IIBB")
+    FIELDS: ClassVar[int] = 10 + DIGEST_BYTES  # bytes before the hmac
+
+    @classmethod
+    def of(cls, begin: Begin, commit: Commit, data: bytes) -> Update:
+        """The one-frame form of BEGIN `begin`, CHUNK(0, data), COMMIT `commit`."""
+        return cls(begin.update_id, begin.base_id, begin.encoding, begin.flags, commit.digest, commit.hmac, data)
+
+    @property
+    def begin(self) -> Begin:
+        return Begin(self.update_id, self.base_id, len(self.data), self.encoding, self.flags)
+
+    @property
+    def commit(self) -> Commit:
+        return Commit(self.update_id, self.digest, self.hmac)
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.update_id, self.base_id, self.encoding, self.flags) + self.digest + self.hmac + self.data
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Update:
+        head = cls.FIELDS + (DIGEST_BYTES if len(payload) > 9 and payload[9] & SIGNED else 0)
+        if len(payload) <= head:
+            raise ProtocolError(Code.BAD_LENGTH, f"UPDATE payload of {len(payload)} bytes: its fields take {head} "
+                                                 "and the update at least 1")
+        return cls(*cls._FIXED.unpack_from(payload), bytes(payload[10:cls.FIELDS]), bytes(payload[cls.FIELDS:head]),
+                   bytes(payload[head:]))
+
+
+@dataclass(frozen=True)
 class Ack:
     """Cumulative: the device holds bytes [0, have) of the update."""
 
@@ -341,11 +383,11 @@ class Error:
         return cls(*_fixed("<BB", payload, "ERROR"))
 
 
-Message = Empty | Hello | Begin | Chunk | Commit | Rollback | Ack | Nack | Active | Status | Vector | Error
+Message = Empty | Hello | Begin | Chunk | Commit | Update | Rollback | Ack | Nack | Active | Status | Vector | Error
 
 MESSAGES: dict[MsgType, type] = {
     MsgType.HELLO_REQ: Empty, MsgType.BEGIN: Begin, MsgType.CHUNK: Chunk, MsgType.COMMIT: Commit,
-    MsgType.STATUS_REQ: Empty, MsgType.ROLLBACK: Rollback, MsgType.INFER: Vector,
+    MsgType.STATUS_REQ: Empty, MsgType.ROLLBACK: Rollback, MsgType.INFER: Vector, MsgType.UPDATE: Update,
     MsgType.HELLO: Hello, MsgType.ACK: Ack, MsgType.NACK: Nack, MsgType.ACTIVE: Active,
     MsgType.STATUS: Status, MsgType.OUTPUT: Vector, MsgType.ERROR: Error,
 }

@@ -5,8 +5,9 @@ For the shipped imu-activity and digits heads and for a 784-256-256-10 head it p
 every encoding (f32, f16, int8 = per channel, int8-tensor), over two real pseudo-terminals joined
 by a virtual cable (firmware_bridge.cable) to the Python emulator (firmware_bridge.emulator), and reads every frame that
 crosses the host's port: payload bytes (the encoded update), wire bytes (both directions), and
-the BULK part of them (CHUNK frames and the ACKs/NACKs that answer them) apart from the FIXED
-messages (HELLO_REQ, HELLO, BEGIN and its ACK, COMMIT, ACTIVE).
+the BULK part of them (the frames that carry the update, CHUNKs or one UPDATE, and the replies to
+them) apart from the FIXED messages (HELLO_REQ, HELLO; BEGIN and its ACK, COMMIT and ACTIVE when
+the update goes in CHUNKs). An update that fits one frame goes as one UPDATE (PROTOCOL.md §2).
 
 * Efficiency, two ways: session = payload / all wire bytes; bulk = payload / bulk wire bytes. The
   fixed messages barely depend on the head (about 200 bytes unsigned), so the best any frame size
@@ -35,8 +36,8 @@ test split), next to the same numbers for sending nothing.
 Line time is COMPUTED, not paced (pseudo-terminals ignore the baud rate): a UART sends 10 bits a
 byte (start, 8 data, stop), and both directions are counted as if serialised (an upper bound for a
 full-duplex UART, where chunk ACKs travel back while chunks go out), plus a turnaround per blocking
-round trip (HELLO, BEGIN, COMMIT; chunk ACKs overlap the go-back-N window) of --turnaround-ms,
-0 by default (device processing and USB-serial latency not modelled). The pty seconds are measured
+round trip (HELLO and UPDATE, or HELLO, BEGIN and COMMIT; chunk ACKs overlap the go-back-N window)
+of --turnaround-ms, 0 by default (device processing and USB-serial latency not modelled). The pty seconds are measured
 but say nothing about a real line.
 
     PYTHONPATH=. python tools/bench_bridge.py [--turnaround-ms MS]
@@ -78,6 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "bench_bridge.json"
 BAUDS = (115_200, 1_000_000)
 BITS_PER_BYTE = 10  # UART 8N1: start + 8 data + stop
+BULK = (MsgType.CHUNK, MsgType.UPDATE)  # the frames that carry the update
 SAMPLES = 1000  # samples learned online before the sparse push
 ENCODINGS = ("f16", "int8", "int8-tensor", "f32")  # pushes of the head as loaded; f32 last: the sparse base
 SWEEP = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # sparse budgets, fractions of the f32 image
@@ -113,7 +115,8 @@ def cases() -> Iterator[Case]:
 
 class TallyPort:
     """A pyserial port that decodes the frames written and read and counts their wire bytes by what
-    they are: "bulk" (CHUNK frames and the replies to them) or "fixed" (everything else)."""
+    they are: "bulk" (CHUNK or UPDATE frames and the replies to them) or "fixed" (everything else),
+    and the host's requests that block until answered (all but CHUNKs)."""
 
     def __init__(self, port: Any) -> None:
         self._port = port
@@ -130,7 +133,8 @@ class TallyPort:
         for record in bytes(data).split(b"\x00")[:-1]:
             kind, seq = self._kind(record)
             self._asked[seq] = kind
-            self._count("out", "bulk" if kind == MsgType.CHUNK else "fixed", len(record) + 1)
+            self._count("out", "bulk" if kind in BULK else "fixed", len(record) + 1)
+            self.frames["requests"] += kind != MsgType.CHUNK
         return self._port.write(data)
 
     def read(self, n: int = 1) -> bytes:
@@ -138,7 +142,7 @@ class TallyPort:
         *records, self._partial = (self._partial + data).split(b"\x00")
         for record in records:
             _, seq = self._kind(record)
-            self._count("in", "bulk" if self._asked.get(seq) == MsgType.CHUNK else "fixed", len(record) + 1)
+            self._count("in", "bulk" if self._asked.get(seq) in BULK else "fixed", len(record) + 1)
         return data
 
     def _count(self, way: str, part: str, n: int) -> None:
@@ -178,7 +182,7 @@ def measured_push(port: TallyPort, head: Sequence[Dense], encoding: str, images:
     report = host.push(port, head, encoding=encoding, budget=budget, window=WINDOW, retries=RETRIES, images=images)
     got, frames = port.bytes - before_bytes, port.frames - before_frames
     assert got["bulk"] + got["fixed"] == report.wire_bytes, (got, report.wire_bytes)
-    round_trips = frames["fixed_out"]  # HELLO_REQ, BEGIN, COMMIT (more if any were resent)
+    round_trips = frames["requests"]  # HELLO_REQ and UPDATE, or HELLO_REQ, BEGIN, COMMIT (more if resent)
     row = {"encoding": report.encoding, "update_id": f"{report.update_id:08x}", "budget": budget,
            "payload_bytes": report.payload_bytes, "wire_bytes": report.wire_bytes,
            "bulk_wire_bytes": got["bulk"], "fixed_wire_bytes": got["fixed"],
@@ -332,8 +336,8 @@ def check_targets(results: list[dict]) -> list[dict]:
 def table(results: list[dict], targets: list[dict], turnaround: float) -> str:
     note = (f"Real pushes over two ptys + relay to the Python emulator (window {WINDOW}). Line time COMPUTED, not "
             f"paced: wire bytes (both directions, serialised) x {BITS_PER_BYTE} bits / baud + {turnaround * 1e3:g} ms "
-            f"x blocking round trips. Efficiency = payload / wire bytes: session = all frames; bulk = CHUNK frames "
-            f"and their ACKs; ceiling = payload / (payload + fixed messages), the best any frame size could do.")
+            f"x blocking round trips. Efficiency = payload / wire bytes: session = all frames; bulk = CHUNK or UPDATE "
+            f"frames and their replies; ceiling = payload / (payload + fixed messages), the best any frame size could do.")
     header = ("| head | max_frame | encoding | when | payload B | wire B | fixed B | session eff. | bulk eff. | "
               "ceiling | 115,200 baud s | 1 Mbaud s | parity |")
     lines = [note, "", header, "|" + "---|" * 13]
@@ -382,10 +386,10 @@ def main() -> None:
     method = {"line_time": "computed, not paced: wire_bytes * 10 / baud + round_trips * turnaround",
               "bits_per_byte": BITS_PER_BYTE, "turnaround_s": turnaround, "bauds": list(BAUDS),
               "wire_bytes": "every byte written and read on the host's port during the push, both directions",
-              "bulk_wire_bytes": "CHUNK frames and the replies to them",
-              "fixed_wire_bytes": "HELLO_REQ, HELLO, BEGIN, its ACK, COMMIT, ACTIVE",
+              "bulk_wire_bytes": "CHUNK or UPDATE frames and the replies to them",
+              "fixed_wire_bytes": "HELLO_REQ, HELLO; BEGIN, its ACK, COMMIT, ACTIVE when the update goes in CHUNKs",
               "ceiling": "payload / (payload + fixed_wire_bytes): the best session efficiency any frame size allows",
-              "round_trips": "non-CHUNK requests (HELLO_REQ, BEGIN, COMMIT); chunk ACKs overlap the window",
+              "round_trips": "non-CHUNK requests (HELLO_REQ, UPDATE or BEGIN, COMMIT); chunk ACKs overlap the window",
               "samples_learned": SAMPLES, "window": WINDOW, "sparse_budgets": [f"1/{round(1 / f)}" for f in SWEEP],
               "default_sparse_budget": f"1/{round(1 / host.SPARSE_BUDGET)} of slot_size",
               "sparse_tolerance": "parity: device INFER = host forward on the mirror (<= 1e-5; 0 on the emulator); "

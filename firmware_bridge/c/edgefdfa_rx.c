@@ -7,14 +7,15 @@
 
 enum { /* message types (PROTOCOL.md §2) */
     T_HELLO_REQ = 0x01, T_BEGIN = 0x02, T_CHUNK = 0x03, T_COMMIT = 0x04, T_STATUS_REQ = 0x05,
-    T_ROLLBACK = 0x06, T_INFER = 0x07,
+    T_ROLLBACK = 0x06, T_INFER = 0x07, T_UPDATE = 0x08,
     T_HELLO = 0x81, T_ACK = 0x82, T_NACK = 0x83, T_ACTIVE = 0x84, T_STATUS = 0x85, T_OUTPUT = 0x86,
     T_ERROR = 0x88
 };
 enum {
     HEADER = 8, OVERHEAD = 12,  /* magic, version, type, seq, length | payload | crc */
     SIGNED = 0x01, KEYED = 0x01, /* BEGIN flags bit0, HELLO flags bit0 */
-    BEGIN_BYTES = 14, COMMIT_BYTES = 4 + EFB_DIGEST_BYTES, STATUS_BYTES = 24
+    BEGIN_BYTES = 14, COMMIT_BYTES = 4 + EFB_DIGEST_BYTES, STATUS_BYTES = 24,
+    UPDATE_FIELDS = 10 + EFB_DIGEST_BYTES /* UPDATE's bytes before its hmac */
 };
 static const uint8_t CONTEXT[14] = {'E', 'F', 'D', 'F', 'A', '-', 'U', 'P', 'D', 'A', 'T', 'E', '-', '1'};
 
@@ -487,19 +488,15 @@ static int decode_update(efb_rx *rx, float *out) {
 
 /* ---- messages (PROTOCOL.md §6) ---- */
 
-static void on_begin(efb_rx *rx, uint16_t seq, const uint8_t *p) {
+/* BEGIN's checks, then its session (a new one, or the same update resumed); EFB_OK or the refusal. */
+static efb_code begin(efb_rx *rx, const uint8_t *p) {
     uint32_t id = rd32(p), base = rd32(p + 4), total = rd32(p + 8);
     uint8_t encoding = p[12], flags = p[13];
-    efb_code code = EFB_OK;
-    if (id == 0 || (flags & ~SIGNED) != 0) code = EFB_BAD_FLAGS;
-    else if (encoding >= 8 || !(((unsigned)rx->cfg.encodings >> encoding) & 1u)) code = EFB_BAD_ENCODING;
-    else if (total > rx->cfg.slot_size) code = EFB_TOO_LARGE;
-    else if (rx->cfg.key_len && !(flags & SIGNED)) code = EFB_UNSIGNED;
-    else if (encoding == EFB_SPARSE_INT8 && base != efb_rx_active_id(rx)) code = EFB_BASE_MISMATCH;
-    if (code != EFB_OK) {
-        send_error(rx, seq, code, T_BEGIN);
-        return;
-    }
+    if (id == 0 || (flags & ~SIGNED) != 0) return EFB_BAD_FLAGS;
+    if (encoding >= 8 || !(((unsigned)rx->cfg.encodings >> encoding) & 1u)) return EFB_BAD_ENCODING;
+    if (total > rx->cfg.slot_size) return EFB_TOO_LARGE;
+    if (rx->cfg.key_len && !(flags & SIGNED)) return EFB_UNSIGNED;
+    if (encoding == EFB_SPARSE_INT8 && base != efb_rx_active_id(rx)) return EFB_BASE_MISMATCH;
     if (!(rx->in_session && rx->update_id == id && rx->base_id == base && rx->total == total &&
           rx->encoding == encoding && rx->flags == flags)) { /* a new update; the same one resumes */
         rx->in_session = 1;
@@ -511,7 +508,13 @@ static void on_begin(efb_rx *rx, uint16_t seq, const uint8_t *p) {
         rx->have = 0;
         rx->nacked = 0;
     }
-    send_ack(rx, seq);
+    return EFB_OK;
+}
+
+static void on_begin(efb_rx *rx, uint16_t seq, const uint8_t *p) {
+    efb_code code = begin(rx, p);
+    if (code == EFB_OK) send_ack(rx, seq);
+    else send_error(rx, seq, code, T_BEGIN);
 }
 
 static void on_chunk(efb_rx *rx, uint16_t seq, const uint8_t *p, uint32_t n) {
@@ -587,6 +590,28 @@ static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n) {
     return install(rx, &next, (int)inactive) ? EFB_OK : EFB_STORAGE;
 }
 
+/* UPDATE: BEGIN (total = the data's length), CHUNK(0, data) and COMMIT in one frame of n bytes. */
+static efb_code update(efb_rx *rx, const uint8_t *p, uint32_t n) {
+    uint32_t fields = UPDATE_FIELDS + ((p[9] & SIGNED) ? EFB_DIGEST_BYTES : 0u);
+    if (n <= fields) return EFB_BAD_LENGTH;
+    const uint8_t *digest = p + 10;
+    if (rd32(p) == efb_rx_active_id(rx) && same(digest, rx->state.digest[rx->state.active], EFB_DIGEST_BYTES)) {
+        return EFB_OK; /* a resent UPDATE of what is already active: nothing changes */
+    }
+    uint8_t b[BEGIN_BYTES], c[COMMIT_BYTES + EFB_DIGEST_BYTES];
+    memcpy(b, p, 8); /* update_id, base_id */
+    wr32(b + 8, n - fields);
+    b[12] = p[8];
+    b[13] = p[9];
+    efb_code code = begin(rx, b);
+    if (code != EFB_OK) return code;
+    memcpy(rx->cfg.staging, p + fields, n - fields); /* fits: begin checked total <= slot_size */
+    rx->have = rx->total;
+    memcpy(c, p, 4);
+    memcpy(c + 4, p + 10, fields - 10); /* digest [, hmac] */
+    return commit(rx, c, fields - 6u);
+}
+
 static efb_code rollback(efb_rx *rx, uint32_t to_id) {
     unsigned other = 1u - rx->state.active;
     if (efb_rx_active_id(rx) == to_id) return EFB_OK; /* a resent ROLLBACK already done */
@@ -627,6 +652,7 @@ static void dispatch(efb_rx *rx, uint8_t type, uint16_t seq, const uint8_t *p, u
         case T_COMMIT: length_ok = n == COMMIT_BYTES || n == COMMIT_BYTES + EFB_DIGEST_BYTES; break;
         case T_ROLLBACK: length_ok = n == 4; break;
         case T_INFER: length_ok = 1; break; /* checked by on_infer: BAD_LENGTH, then BAD_INPUT */
+        case T_UPDATE: length_ok = n > UPDATE_FIELDS; break; /* and by update(), once the flags are read */
         default: /* unknown, or a device -> host type the device never accepts */
             send_error(rx, seq, EFB_BAD_TYPE, type);
             return;
@@ -643,6 +669,7 @@ static void dispatch(efb_rx *rx, uint8_t type, uint16_t seq, const uint8_t *p, u
         case T_CHUNK: on_chunk(rx, seq, p, n); return;
         case T_INFER: on_infer(rx, seq, p, n); return;
         case T_COMMIT: code = commit(rx, p, n); break;
+        case T_UPDATE: code = update(rx, p, n); break;
         default: code = rollback(rx, rd32(p)); break;
     }
     if (code == EFB_OK) send_active(rx, seq);

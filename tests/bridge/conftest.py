@@ -10,6 +10,7 @@ import tty
 
 import numpy as np
 import pytest
+from cobs import cobs
 
 import edgefdfa
 from edgefdfa.export import head_of
@@ -40,6 +41,7 @@ class Relay:
         self.rng = random.Random(seed)
         self.rates = dict(drop=drop, corrupt=corrupt, duplicate=duplicate, reorder=reorder)
         self.faults = dict.fromkeys(self.rates, 0)
+        self.sent = []  # (from the host?, message type, bytes) of every frame reaching the relay, before faults
         self.cut = threading.Event()
         self._stop = threading.Event()
         self._partial = {self.host.master: b"", self.device.master: b""}
@@ -74,6 +76,11 @@ class Relay:
         return False
 
     def _forward(self, fd, frame):
+        try:
+            kind = cobs.decode(frame[:-1])[3]
+        except (cobs.DecodeError, IndexError):  # a lone delimiter, or noise
+            kind = None
+        self.sent.append((fd == self.host.master, kind, len(frame)))
         if self.cut.is_set() or self._hit("drop"):
             return
         if self._hit("corrupt"):

@@ -1,6 +1,6 @@
 """Random hostile frames, for every device the tests drive (the Python emulator in tests/bridge, the
-C receiver in tests/firmware): noise, unknown and device-only types, chunks at any offset, BEGINs
-and COMMITs with arbitrary fields, INFERs with any float32 values."""
+C receiver in tests/firmware): noise, unknown and device-only types, chunks at any offset, BEGINs,
+COMMITs and UPDATEs with arbitrary fields, INFERs with any float32 values."""
 
 import struct
 
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from firmware_bridge.frame import encode
-from firmware_bridge.protocol import Begin, Commit, MsgType
+from firmware_bridge.protocol import Begin, Commit, MsgType, Update
 
 frames = st.one_of(
     st.binary(max_size=80),
@@ -20,6 +20,9 @@ frames = st.one_of(
         Begin, st.integers(0, 3), st.integers(0, 2), st.integers(0, 200), st.integers(0, 6), st.integers(0, 3))),
     st.builds(lambda c: encode(MsgType.COMMIT, 1, c.pack()), st.builds(
         Commit, st.integers(0, 3), st.binary(min_size=32, max_size=32), st.sampled_from([b"", bytes(32)]))),
+    st.builds(lambda u: encode(MsgType.UPDATE, 1, u.pack()), st.builds(  # an hmac whatever the flags say
+        Update, st.integers(0, 3), st.integers(0, 2), st.integers(0, 6), st.integers(0, 3),
+        st.binary(min_size=32, max_size=32), st.sampled_from([b"", bytes(32)]), st.binary(max_size=40))),
     st.builds(lambda x: encode(MsgType.INFER, 2, np.asarray(x, "<f4").tobytes()),
               st.lists(st.floats(width=32), min_size=4, max_size=4)),
 )

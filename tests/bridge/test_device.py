@@ -12,6 +12,7 @@ from firmware_bridge import image as img
 from firmware_bridge.emulator import Device
 from firmware_bridge.frame import FrameReader, encode
 from firmware_bridge.protocol import (
+    SIGNED,
     Active,
     Begin,
     Chunk,
@@ -22,6 +23,7 @@ from firmware_bridge.protocol import (
     MsgType,
     Nack,
     Rollback,
+    Update,
     Vector,
 )
 from tests.bridge import hostile
@@ -101,6 +103,43 @@ def test_commit_swaps_and_is_idempotent():
     assert np.allclose(dev.weights, target, atol=1e-2) and dev.ids == [0, 9]
 
 
+
+
+def test_update_is_begin_chunk_and_commit_in_one_frame():
+    update = enc.encode(START * 2, LAYERS, Encoding.F16)
+    digest = img.digest(enc.decode(update, LAYERS, Encoding.F16))
+    begin, commit = Begin(9, 0, len(update), Encoding.F16, 0), Commit(9, digest)
+    chunked, one = device(), device()
+    send(chunked, MsgType.BEGIN, begin)
+    send(chunked, MsgType.CHUNK, Chunk(0, update))
+    expected = send(chunked, MsgType.COMMIT, commit)
+    assert send(one, MsgType.UPDATE, Update.of(begin, commit, update)) == expected == [(MsgType.ACTIVE, Active(9, digest))]
+    assert np.array_equal(one.slots, chunked.slots) and one.ids == chunked.ids and one.session is None
+    assert send(one, MsgType.UPDATE, Update.of(begin, commit, update)) == expected  # resent: nothing changes
+    assert one.ids == [0, 9] and one.active == 1
+    assert error(send(one, MsgType.UPDATE, Update.of(begin, Commit(9, bytes(32)), update))) == Code.BAD_DIGEST
+    assert one.active == 1 and np.array_equal(one.weights, chunked.weights)
+
+
+def test_update_refusals_are_named_and_a_refused_begin_keeps_the_session():
+    update = enc.encode(START + 1, LAYERS, Encoding.F16)
+    decoded, key = enc.decode(update, LAYERS, Encoding.F16), b"k" * 16
+    digest = img.digest(decoded)
+    dev = Device(LAYERS, START, key=key, max_frame=256)  # a signed update of 46 bytes is a 132-byte frame
+    signed = Begin(9, 0, len(update), Encoding.F16, SIGNED)
+    good = Update.of(signed, Commit(9, digest, enc.signature(key, signed, digest)), update)
+    assert error(send(dev, MsgType.UPDATE, raw=good.pack()[:42])) == Code.BAD_LENGTH  # no data
+    assert error(send(dev, MsgType.UPDATE, raw=good.pack()[:74])) == Code.BAD_LENGTH  # signed: the hmac, no data
+    assert error(send(dev, MsgType.UPDATE, Update(9, 0, Encoding.F16, 0, digest, b"", update))) == Code.UNSIGNED
+    send(dev, MsgType.BEGIN, Begin(5, 0, 40, Encoding.F32, SIGNED))
+    send(dev, MsgType.CHUNK, Chunk(0, bytes(8)))
+    assert error(send(dev, MsgType.UPDATE, Update(9, 0, 7, SIGNED, digest, bytes(32), update))) == Code.BAD_ENCODING
+    assert (dev.session.update_id, dev.have) == (5, 8)  # as a refused BEGIN: the session goes on
+    forged = Update(9, 0, Encoding.F16, SIGNED, digest, bytes(32), update)
+    assert error(send(dev, MsgType.UPDATE, forged)) == Code.BAD_SIGNATURE
+    assert dev.session is None and np.array_equal(dev.weights, START)  # as a failed COMMIT: the session ends
+    assert send(dev, MsgType.UPDATE, good) == [(MsgType.ACTIVE, Active(9, digest))]
+    assert np.array_equal(dev.weights, decoded)
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,7 +10,14 @@ import edgefdfa
 from edgefdfa.export import head_of
 from firmware_bridge import host
 from firmware_bridge import image as img
-from firmware_bridge.protocol import NONE, Code, DeviceTimeout, ProtocolError
+from firmware_bridge.protocol import (
+    NONE,
+    Code,
+    DeviceTimeout,
+    MsgType,
+    ProtocolError,
+    model_id,
+)
 
 X = np.random.default_rng(5).standard_normal((3, 24)).astype(np.float32)
 
@@ -74,6 +81,37 @@ def test_each_fault_is_recovered(rig, heads, fault):
     report = host.push(relay.host.path, head, window=6, timeout=0.1, retries=60, verify=True, images={})
     assert relay.faults[fault] > 0 and report.parity == 0 and report.drift <= 1e-5
     assert img.digest(emulator.device.weights) == img.digest(img.image_of(head))
+
+
+def test_an_update_that_fits_one_frame_is_one_update_and_one_active(rig, heads):
+    """A small sparse push costs HELLO_REQ, HELLO, UPDATE and ACTIVE: four frames, every byte counted."""
+    relay, emulator = rig()
+    images = {}
+    host.push(relay.host.path, heads(n=0), encoding="sparse", images=images)  # unknown weights: f32, in CHUNKs
+    assert [k for h, k, _ in relay.sent if h][:3] == [MsgType.HELLO_REQ, MsgType.BEGIN, MsgType.CHUNK]
+    relay.sent.clear()
+    learned = heads(n=40)
+    report = host.push(relay.host.path, learned, encoding="sparse", verify=True, images=images)
+    push = relay.sent[:4]
+    assert [(h, k) for h, k, _ in push] == [(True, MsgType.HELLO_REQ), (False, MsgType.HELLO),
+                                            (True, MsgType.UPDATE), (False, MsgType.ACTIVE)]
+    assert report.encoding == "sparse" and report.wire_bytes == sum(n for _, _, n in push)
+    assert report.parity == 0 and report.resends == 0
+    mirror = images[(model_id(img.layers_of(learned)), report.update_id)]
+    assert np.array_equal(emulator.device.weights, mirror) and emulator.device.session is None
+
+
+@pytest.mark.parametrize("fault", ["drop", "corrupt", "duplicate", "reorder"])
+def test_each_fault_is_recovered_in_one_frame_updates(rig, heads, fault):
+    """A lost or damaged UPDATE or ACTIVE is resent; a repeated one answers ACTIVE and changes nothing."""
+    relay, emulator = rig(seed=2, **{fault: 0.3})
+    images = {}
+    host.push(relay.host.path, heads(n=0), encoding="sparse", timeout=0.1, retries=60, images=images)
+    for n in (10, 20, 30, 40):
+        report = host.push(relay.host.path, heads(n=n), encoding="sparse", timeout=0.1, retries=60, images=images)
+        assert report.encoding == "sparse"
+        assert np.array_equal(emulator.device.weights, images[(model_id(img.layers_of(heads())), report.update_id)])
+    assert relay.faults[fault] > 0 and MsgType.UPDATE in {k for _, k, _ in relay.sent}
 
 
 def test_cut_cable_keeps_old_weights_then_resumes(rig, heads):

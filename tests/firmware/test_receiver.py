@@ -36,6 +36,7 @@ from firmware_bridge.protocol import (
     ProtocolError,
     Rollback,
     Status,
+    Update,
     Vector,
     layer_table,
     model_id,
@@ -213,6 +214,12 @@ F16_INF[3] = np.inf
 INT8_INF_SCALE = (struct.pack("<f", np.inf) + bytes([1]) + bytes(11) + bytes(12)
                   + struct.pack("<f", 1) + bytes(6) + bytes(8))
 GOOD = enc.encode(START + 1, LAYERS, Encoding.F32)
+GOOD16 = enc.encode(START + 1, LAYERS, Encoding.F16)  # 46 bytes: an UPDATE of it fits max_frame 128 unsigned
+ONE_CHANGE = varint_update(b"\x00", 1, b"\x01")  # sparse, 34 bytes: fits signed too
+
+
+def update(data=GOOD16, digest=bytes(32), update_id=9, base_id=0, encoding=Encoding.F16, flags=0, mac=b""):
+    return raw(kind=MsgType.UPDATE, payload=Update(update_id, base_id, encoding, flags, digest, mac, data).pack())
 
 # name: (prelude frames, the hostile frame (seq 7), what answers it: an ERROR code, "NACK", "ACTIVE",
 # "SILENT" (no reply, nothing dropped) or None (dropped silently and counted) [, the device's key])
@@ -292,6 +299,23 @@ CORPUS = {
                                Code.BAD_UPDATE),
     "sparse_nan_scale": (session(varint_update(b"\x00", 1, b"\x01", scale=np.nan), Encoding.SPARSE_INT8), commit(),
                          Code.BAD_UPDATE),
+    "update_42_bytes": (b"", raw(kind=MsgType.UPDATE, payload=bytes(42)), Code.BAD_LENGTH),
+    "update_signed_without_data": (b"", raw(kind=MsgType.UPDATE, payload=bytes(9) + b"\x01" + bytes(64)),
+                                   Code.BAD_LENGTH),
+    "update_id_zero": (b"", update(update_id=0), Code.BAD_FLAGS),
+    "update_unknown_flag": (b"", update(flags=0x02), Code.BAD_FLAGS),
+    "update_encoding_7": (b"", update(encoding=7), Code.BAD_ENCODING),
+    "update_unsigned_on_keyed": (b"", update(), Code.UNSIGNED, KEY),
+    "update_sparse_other_base": (b"", update(ONE_CHANGE, encoding=Encoding.SPARSE_INT8, base_id=3),
+                                 Code.BASE_MISMATCH),
+    "update_not_a_head": (b"", update(bytes(8)), Code.BAD_UPDATE),
+    "update_wrong_digest": (b"", update(), Code.BAD_DIGEST),
+    "update_hmac_on_unkeyed_device": (b"", update(ONE_CHANGE, encoding=Encoding.SPARSE_INT8, flags=1, mac=bytes(32)),
+                                      Code.BAD_DIGEST),
+    "update_forged_hmac": (b"", update(ONE_CHANGE, encoding=Encoding.SPARSE_INT8, flags=1, mac=bytes(32)),
+                           Code.BAD_SIGNATURE, KEY),
+    "update_of_what_is_active": (b"", update(bytes(8), digest=img.digest(START), update_id=0), "ACTIVE"),
+    "update_during_a_session": (session(bytes(8)), update(), Code.BAD_DIGEST),
     "rollback_without_previous": (b"", msg(MsgType.ROLLBACK, Rollback(3).pack(), seq=7), Code.NO_PREVIOUS),
     "rollback_to_active": (b"", msg(MsgType.ROLLBACK, Rollback(0).pack(), seq=7), "ACTIVE"),
     "sync_bytes": (b"", b"\x00\x00\x00", "SILENT"),
@@ -417,6 +441,30 @@ def test_damaged_updates_decode_like_the_host(run_c, encoding, seed, how, data):
     py_out, py_image = run_python(wire)
     assert_same_replies(c_out, py_out)
     assert c_image.tobytes() == py_image.tobytes()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_one_frame_updates_install_like_the_python_device(run_c, keyed):
+    """UPDATEs that install (f16, then a signed sparse delta against it), one resent: the same replies,
+    byte for byte, and the same image, bit for bit."""
+    key = KEY if keyed else None
+    flags, wire = int(keyed), b""
+    first = enc.decode(GOOD16, LAYERS, Encoding.F16)
+    second = enc.decode(ONE_CHANGE, LAYERS, Encoding.SPARSE_INT8, first)
+    for data, encoding, base, image, update_id in ((GOOD16, Encoding.F16, 0, first, 9),
+                                                   (ONE_CHANGE, Encoding.SPARSE_INT8, 9, second, 10)):
+        begin = Begin(update_id, base, len(data), encoding, flags)
+        mac = enc.signature(KEY, begin, img.digest(image)) if keyed else b""
+        frame = update(data, img.digest(image), update_id, base, encoding, flags, mac)
+        wire += frame + frame  # the second: a resent UPDATE, answered ACTIVE
+    c_out, c_image = run_c(wire + STATUS_REQ, key=key, max_frame=256)
+    py_out, py_image = run_python(wire + STATUS_REQ, key=key, max_frame=256)
+    assert_same_replies(c_out, py_out)
+    replies = frames(c_out)
+    assert [k for k, _, _ in replies] == [MsgType.ACTIVE] * 4 + [MsgType.STATUS]
+    assert replies[3][2] == struct.pack("<I", 10) + img.digest(second)
+    assert c_image.tobytes() == py_image.tobytes() == second.tobytes()
+    assert Status.unpack(replies[-1][2]).previous_id == 9
 
 
 @pytest.mark.parametrize("key_len", [1, 16, 64, 65, 100])
