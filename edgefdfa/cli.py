@@ -6,7 +6,7 @@
     edgefdfa info MODEL [--head N]
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
     edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--encoding f32|f16|int8|sparse] [--key FILE] [--verify]
-    edgefdfa device --port PORT [--key FILE] [--model CHECKPOINT_OR_MODEL]
+    edgefdfa device --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_MODEL]
 """
 
 from __future__ import annotations

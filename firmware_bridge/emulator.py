@@ -2,7 +2,10 @@
 (PROTOCOL.md §6), served over a serial port. Tests and the demo use it where a microcontroller
 would sit; the C receiver implements the same state machine.
 
-    python -m firmware_bridge.emulator --port PORT [--key FILE] [--model CHECKPOINT_OR_BUNDLE]
+    python -m firmware_bridge.emulator --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_BUNDLE]
+
+`--pty` serves one end of a fresh virtual null-modem cable (firmware_bridge.cable) and prints the
+path of the other end, the port a host opens (as QEMU's `-serial pty` does).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import sys
 import threading
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from edgefdfa.formats.base import Dense
 
 from . import encoding as enc
 from . import image as img
+from .cable import Cable
 from .frame import MAX_FRAME_LIMIT, MIN_FRAME, Frame, FrameError, FrameReader, encode
 from .link import open_port
 from .protocol import (
@@ -243,7 +248,7 @@ def device_from(path: str | None, key: bytes | None, layers: str = "24,32,4") ->
     if path is None:
         sizes = [int(s) for s in layers.split(",")]
         head = [Dense(np.zeros((o, i), np.float32), np.zeros(o, np.float32), "relu" if l < len(sizes) - 2 else "identity", "")
-                for l, (i, o) in enumerate(zip(sizes, sizes[1:]))]
+                for l, (i, o) in enumerate(pairwise(sizes))]
     else:
         head = img.head_from(path)
     return Device(img.layers_of(head), img.image_of(head), key=key)
@@ -251,7 +256,10 @@ def device_from(path: str | None, key: bytes | None, layers: str = "24,32,4") ->
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `edgefdfa device` (for this module's main and for edgefdfa's CLI)."""
-    parser.add_argument("--port", required=True, help="device path or pyserial URL to serve on")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="device path or pyserial URL to serve on")
+    where.add_argument("--pty", action="store_true",
+                       help="serve a fresh virtual serial cable and print the path of its host end")
     parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed updates")
     parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
     parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
@@ -260,20 +268,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`edgefdfa device`: an emulated device serving a port until Ctrl-C or the port goes away."""
     key = Path(args.key).read_bytes() if args.key else None
-    emulator = Emulator(args.port, device_from(args.model, key, args.layers))
-    print(f"edgefdfa device on {args.port}: {len(emulator.device.layers)} layers, slot {emulator.device.slot_size} bytes"
-          + (", keyed" if key else ""), file=sys.stderr)
+    device = device_from(args.model, key, args.layers)
+    cable = Cable() if args.pty else None
+    emulator = Emulator(cable.device if cable else args.port, device)
+    where = f"a virtual cable, host end {cable.host}" if cable else args.port
+    print(f"edgefdfa device on {where}: {len(device.layers)} layers, "
+          f"slot {device.slot_size} bytes" + (", keyed" if key else ""), file=sys.stderr)
+    if cable:
+        print(cable.host, flush=True)  # the port to give the host: `edgefdfa push ... --port <this>`
     try:
         emulator.serve()
     except KeyboardInterrupt:
         pass
     finally:
         emulator.port.close()
+        if cable:
+            cable.close()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m firmware_bridge.emulator --port PORT [--key FILE] [--model PATH]`."""
+    """`python -m firmware_bridge.emulator --port PORT | --pty [--key FILE] [--model PATH]`."""
     parser = argparse.ArgumentParser(prog="edgefdfa device", description=run.__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -144,7 +144,7 @@ typedef struct {
     size_t key_len;           /* bytes of key; 0 also means not KEYED */
     uint32_t slot_size;       /* bytes of one image: sum of EFB_LAYER_BYTES over the layers */
     float *slots[2];          /* two images, slot_size bytes each (slot 0: factory weights) */
-    uint8_t *staging;         /* slot_size bytes: CHUNKs land here */
+    uint8_t *staging;         /* slot_size bytes: CHUNKs (or an UPDATE's data) land here */
     uint8_t *rx_buf;          /* EFB_BUF_SIZE(max_frame) bytes: the record being received */
     uint8_t *tx_buf;          /* EFB_BUF_SIZE(max_frame) bytes: the reply being sent */
     float *scratch;           /* scratch_len floats for INFER */

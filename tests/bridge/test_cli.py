@@ -3,6 +3,7 @@ emulator as a real subprocess on one pty, the host's main on the other."""
 
 import argparse
 import os
+import select
 import subprocess
 import sys
 
@@ -63,6 +64,28 @@ def test_push_a_checkpoint_to_a_device_process(tmp_path, device_process, heads, 
     head = img.head_from(str(tmp_path / "learner.ckpt"))
     x = rng.standard_normal(24).astype(np.float32)
     assert np.abs(host.infer(relay.host.path, x) - img.forward(img.image_of(head), img.layers_of(head), x)).max() <= 1e-5
+
+
+def test_device_on_a_fresh_pty_prints_the_port_to_push_to(tmp_path, heads, capsys):
+    model = tmp_path / "factory.efdb"
+    model.write_bytes(bundle.pack(bundle.head_tensors(heads(seed=99, n=0))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    cmd = [sys.executable, "-m", "edgefdfa", "device", "--pty", "--model", str(model)]
+    device = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([device.stdout], [], [], 30)
+        assert ready, device.stderr.read()
+        port = device.stdout.readline().strip()
+        assert port.startswith("/dev/"), port
+        learned = tmp_path / "learned.efdb"
+        learned.write_bytes(bundle.pack(bundle.head_tensors(heads())))
+        assert host.main([str(learned), "--port", port, "--verify"]) == 0
+        assert "parity max|device-host| 0" in capsys.readouterr().out
+    finally:
+        device.terminate()
+        device.wait(timeout=10)
+        device.stdout.close()
+        device.stderr.close()
 
 
 def test_push_refused_by_a_keyed_device_exits_1(tmp_path, device_process, heads, capsys):
