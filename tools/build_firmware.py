@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT))
 
 import edgefdfa
 from edgefdfa.formats.c_header import c_header
-from firmware_bridge import image as img
 
 C_DIR = ROOT / "firmware_bridge" / "c"
 BOARD = C_DIR / "board" / "mps2_an385"
@@ -54,10 +53,9 @@ class Firmware:
         return f"{self.elf}: {self.flash:,} bytes of flash (code {self.text:,}), {self.ram:,} bytes of RAM"
 
 
-def factory_header(model: Path) -> tuple[str, int]:
-    """(C header of the model's dense head, bytes of its weight image: the slot size)."""
-    head = edgefdfa.load(model).head()
-    return c_header(head, prefix="factory_head", source=model.name), 4 * img.size(img.layers_of(head))
+def factory_header(model: Path) -> str:
+    """The C header of the model's dense head: the board's factory weights and slot size."""
+    return c_header(edgefdfa.load(model).head(), prefix="factory_head", source=model.name)
 
 
 def build(out: Path, model: Path = MODEL, cc: str = "arm-none-eabi-gcc") -> Firmware:
@@ -65,10 +63,9 @@ def build(out: Path, model: Path = MODEL, cc: str = "arm-none-eabi-gcc") -> Firm
     if shutil.which(cc) is None:
         raise RuntimeError(f"{cc} not found (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     out.mkdir(parents=True, exist_ok=True)
-    header, slot_size = factory_header(model)
-    (out / "factory_head.h").write_text(header)
+    (out / "factory_head.h").write_text(factory_header(model))
     elf = out / "fw.elf"
-    cmd = [cc, *CFLAGS, f"-DFACTORY_SLOT_SIZE={slot_size}u", f"-I{C_DIR}", f"-I{BOARD}", f"-I{out}",
+    cmd = [cc, *CFLAGS, f"-I{C_DIR}", f"-I{BOARD}", f"-I{out}",
            *map(str, SOURCES), *LDFLAGS, "-o", str(elf)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -58,6 +58,8 @@ def test_float32_header_matches_engine(trained, tmp_path):
     learner, checkpoint, X = trained
     c_out = build_and_run(checkpoint, "c", X, tmp_path)
     assert np.allclose(c_out, engine_logits(learner, X), atol=1e-5, rtol=1e-5)
+    image = 4 * sum(W.size + b.size for W, b in zip(learner.net.W, learner.net.b))  # the bridge's slot_size
+    assert f"#define HEAD_IMAGE_BYTES {image}u" in (tmp_path / "head.h").read_text()
 
 
 def test_int8_header_agrees_on_argmax(trained, tmp_path):

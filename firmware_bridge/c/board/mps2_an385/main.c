@@ -2,9 +2,9 @@
  * persisted in the emulated flash (flash.h).
  *
  * The factory weights are the head in factory_head.h (written by tools/build_firmware.py from the
- * shipped model with formats/c_header.py); FACTORY_SLOT_SIZE (bytes of its image) comes from the
- * same build. At boot the flash's current record and slots are restored; a first boot, or a flash
- * whose record the receiver refuses, starts from the factory weights and formats the flash.
+ * shipped model with formats/c_header.py), and FACTORY_HEAD_IMAGE_BYTES is the slot size. At boot
+ * the flash's current record and slots are restored; a first boot, or a flash whose record the
+ * receiver refuses, starts from the factory weights and formats the flash.
  */
 #include <string.h>
 
@@ -17,11 +17,11 @@
 #define MAX_FRAME 512u
 #define BAUD 115200u
 #define FLASH_FILE "flash.bin" /* in QEMU's working directory */
-#define SLOT_FLOATS (FACTORY_SLOT_SIZE / 4u)
+#define SLOT_FLOATS (FACTORY_HEAD_IMAGE_BYTES / 4u)
 #define WIDEST (FACTORY_HEAD_SCRATCH_LEN / 2u) /* the widest layer output */
 
 static float slots[2][SLOT_FLOATS];
-static uint8_t staging[FACTORY_SLOT_SIZE];
+static uint8_t staging[FACTORY_HEAD_IMAGE_BYTES];
 static uint8_t rx_buf[EFB_BUF_SIZE(MAX_FRAME)], tx_buf[EFB_BUF_SIZE(MAX_FRAME)];
 static float scratch[EFB_SCRATCH_LEN(FACTORY_HEAD_N_INPUTS, FACTORY_HEAD_N_OUTPUTS, WIDEST)];
 static efb_layer layers[FACTORY_HEAD_N_LAYERS];
@@ -66,7 +66,7 @@ static void log_hex(const char *what, uint32_t v) {
  * weights on a freshly formatted flash (or, without a flash file, in RAM only). */
 static efb_rx_status boot(efb_rx_config *config) {
     load_factory();
-    if (flash_open(FLASH_FILE, FACTORY_SLOT_SIZE) != FLASH_OK) {
+    if (flash_open(FLASH_FILE, FACTORY_HEAD_IMAGE_BYTES) != FLASH_OK) {
         semihost_puts("board: cannot open " FLASH_FILE "; weights will not survive a reset\n");
         config->persist = NULL;
         return efb_rx_init(&rx, config, NULL);
@@ -88,7 +88,7 @@ static efb_rx_status boot(efb_rx_config *config) {
 int main(void) {
     efb_rx_config config = {
         .layers = layers, .n_layers = FACTORY_HEAD_N_LAYERS, .max_frame = MAX_FRAME,
-        .encodings = EFB_ALL_ENCODINGS, .key = NULL, .key_len = 0, .slot_size = FACTORY_SLOT_SIZE,
+        .encodings = EFB_ALL_ENCODINGS, .key = NULL, .key_len = 0, .slot_size = FACTORY_HEAD_IMAGE_BYTES,
         .slots = {slots[0], slots[1]}, .staging = staging, .rx_buf = rx_buf, .tx_buf = tx_buf,
         .scratch = scratch, .scratch_len = sizeof scratch / sizeof scratch[0],
         .write = write_uart, .persist = persist, .ctx = NULL,
