@@ -8,7 +8,7 @@ TFLite quantisation spec for weights: symmetric, zero point 0, one scale per out
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,8 +39,7 @@ def c_header(head: Sequence[Dense], *, int8: bool = False, prefix: str = "edgefd
         f"#define {prefix.upper()}_N_INPUTS {sizes[0]}",
         f"#define {prefix.upper()}_N_OUTPUTS {sizes[-1]}",
         f"#define {prefix.upper()}_SCRATCH_LEN {2 * max(sizes[1:])}  /* floats edgefdfa_head_forward needs */",
-        f"#define {prefix.upper()}_IMAGE_BYTES {4 * sum(l.W.size + l.b.size for l in head)}u"
-        "  /* its float32 weight image: the bridge's slot_size */",
+        f"#define {prefix.upper()}_IMAGE_BYTES {4 * sum(l.W.size + l.b.size for l in head)}u  /* the float32 image */",
         "",
     ]
     table = []
