@@ -138,6 +138,30 @@ def test_power_cut_while_writing_flash_keeps_the_old_weights(boards, imu):
     assert np.abs(outputs_on(board.port, features) - host_outputs(first, features)).max() <= 1e-5
 
 
+def test_a_damaged_active_slot_falls_back_to_the_record_before_it(boards, imu):
+    """Flash that rots under the newest weights: the receiver refuses the current record (its active
+    slot's digest fails), and the board boots the record before it, not the factory weights."""
+    _, (first, second), features = imu
+    board = boards()
+    old = host.push(board.port, first, encoding="f32", images={})
+    host.push(board.port, second, encoding="f32", images={})
+    board.kill()
+    flash = board.workdir / "flash.bin"
+    data = bytearray(flash.read_bytes())
+    generations = [struct.unpack_from("<I", data, c * RECORD_SPAN + 4)[0] for c in (0, 1)]
+    active = data[int(np.argmax(generations)) * RECORD_SPAN + 8 + 8 + 64 + 4]  # efb_rx_state.active
+    slot_size = 4 * img.size(img.layers_of(first))
+    data[2 * RECORD_SPAN + active * slot_size + 100] ^= 0x40  # one bit of the newest weights
+    flash.write_bytes(bytes(data))
+    board = boards()
+    assert board.boot == f"current record refused; restored update {old.update_id:08x}"
+    s = host.status(board.port)
+    assert (s.active_id, s.previous_id) == (old.update_id, NONE)
+    assert np.abs(outputs_on(board.port, features) - host_outputs(first, features)).max() <= 1e-5
+    again = host.push(board.port, second, encoding="f32", verify=True, images={})
+    assert again.parity <= 1e-5 and host.status(board.port).active_id == again.update_id
+
+
 def test_rollback_survives_a_reset(boards, imu):
     _, (first, second), features = imu
     board = boards()

@@ -35,15 +35,16 @@ flash_status flash_open(const char *path, uint32_t slot_size) {
     return handle < 0 ? FLASH_NO_FILE : FLASH_OK;
 }
 
-flash_status flash_load(efb_rx_state *state, float *const slots[2]) {
+flash_status flash_load(efb_rx_state *state, float *const slots[2], unsigned age) {
     efb_rx_state copy[2];
     flash_status status;
     for (uint32_t c = 0; c < 2; ++c) {
         if ((status = get(c * FLASH_RECORD_SPAN, &copy[c], sizeof copy[c])) != FLASH_OK) return status;
     }
     int ok_a = efb_rx_state_ok(&copy[0]), ok_b = efb_rx_state_ok(&copy[1]);
-    if (!ok_a && !ok_b) return FLASH_NO_RECORD;
-    *state = copy[ok_b && (!ok_a || copy[1].generation > copy[0].generation) ? 1 : 0];
+    if (age > 1 || (ok_a + ok_b) <= (int)age) return FLASH_NO_RECORD;
+    unsigned newest = ok_b && (!ok_a || copy[1].generation > copy[0].generation) ? 1u : 0u;
+    *state = copy[age == 0 ? newest : 1u - newest];
     for (int s = 0; s < 2; ++s) {
         if ((status = get(slot_offset(s), slots[s], slot_bytes)) != FLASH_OK) return status;
     }

@@ -3,7 +3,8 @@
  * Layout of the file: two copies (A, B) of the receiver's state record, each in a FLASH_RECORD_SPAN
  * byte cell, then slot 0 and slot 1 (slot_size bytes each). A record goes to the copy its generation
  * selects (generation % 2), so the other copy, the previous state, survives a write cut short; at
- * boot the copy that passes efb_rx_state_ok with the larger generation is current.
+ * boot the copy that passes efb_rx_state_ok with the larger generation is current, and the other
+ * one is what the board falls back to if the receiver refuses the current one.
  */
 #ifndef BOARD_FLASH_H
 #define BOARD_FLASH_H
@@ -24,9 +25,10 @@ typedef enum {
 /* Open (or create) the file at `path` for images of slot_size bytes. */
 EFB_MUST_CHECK flash_status flash_open(const char *path, uint32_t slot_size);
 
-/* The current record into *state and both slots' stored images into slots (missing bytes read as
- * zero, which init then finds stale); FLASH_NO_RECORD if neither copy is well formed. */
-EFB_MUST_CHECK flash_status flash_load(efb_rx_state *state, float *const slots[2]);
+/* A record into *state (age 0: the current one; 1: the one before it) and both slots' stored images
+ * into slots (missing bytes read as zero, which init then finds stale); FLASH_NO_RECORD if there is
+ * no well-formed copy of that age. */
+EFB_MUST_CHECK flash_status flash_load(efb_rx_state *state, float *const slots[2], unsigned age);
 
 /* Erase both record copies, then store `factory` as slot 0: the state of a first boot. */
 EFB_MUST_CHECK flash_status flash_format(const float *factory);

@@ -3,8 +3,9 @@
  *
  * The factory weights are the head in factory_head.h (written by tools/build_firmware.py from the
  * shipped model with formats/c_header.py), and FACTORY_HEAD_IMAGE_BYTES is the slot size. At boot
- * the flash's current record and slots are restored; a first boot, or a flash whose record the
- * receiver refuses, starts from the factory weights and formats the flash.
+ * the flash's current record and slots are restored (or the record before it, if the receiver
+ * refuses the current one); a first boot, or a flash whose records it refuses, starts from the
+ * factory weights and formats the flash.
  */
 #include <string.h>
 
@@ -62,8 +63,9 @@ static void log_hex(const char *what, uint32_t v) {
     semihost_puts(line);
 }
 
-/* Start the receiver from the flash's record and slots if it accepts them, else from the factory
- * weights on a freshly formatted flash (or, without a flash file, in RAM only). */
+/* Start the receiver from the flash's current record and slots if it accepts them, else from the
+ * record before it (the current one's active slot damaged), else from the factory weights on a
+ * freshly formatted flash (or, without a flash file, in RAM only). */
 static efb_rx_status boot(efb_rx_config *config) {
     load_factory();
     if (flash_open(FLASH_FILE, FACTORY_HEAD_IMAGE_BYTES) != FLASH_OK) {
@@ -72,9 +74,12 @@ static efb_rx_status boot(efb_rx_config *config) {
         return efb_rx_init(&rx, config, NULL);
     }
     efb_rx_state restored;
-    if (flash_load(&restored, config->slots) == FLASH_OK && efb_rx_init(&rx, config, &restored) == EFB_RX_OK) {
-        log_hex("board: restored update ", efb_rx_active_id(&rx));
-        return EFB_RX_OK;
+    for (unsigned age = 0; age < 2; ++age) {
+        if (flash_load(&restored, config->slots, age) == FLASH_OK && efb_rx_init(&rx, config, &restored) == EFB_RX_OK) {
+            log_hex(age == 0 ? "board: restored update " : "board: current record refused; restored update ",
+                    efb_rx_active_id(&rx));
+            return EFB_RX_OK;
+        }
     }
     load_factory(); /* flash_load overwrote the slots */
     if (flash_format(slots[0]) != FLASH_OK) {
