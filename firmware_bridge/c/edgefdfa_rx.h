@@ -56,7 +56,7 @@ typedef enum {
     EFB_TOO_LONG = 7,        /* a frame longer than max_frame */
     EFB_NOT_IN_SESSION = 8,  /* CHUNK or COMMIT with no matching BEGIN */
     EFB_OUT_OF_BOUNDS = 9,   /* a chunk reaching past total */
-    EFB_TOO_LARGE = 10,      /* BEGIN total over slot_size */
+    EFB_TOO_LARGE = 10,      /* BEGIN total (or UPDATE data) over slot_size */
     EFB_BAD_ENCODING = 11,   /* an encoding the device does not accept */
     EFB_INCOMPLETE = 12,     /* COMMIT before all total bytes arrived */
     EFB_BAD_DIGEST = 13,     /* the decoded image's SHA-256 is not COMMIT's, or another update_id */
