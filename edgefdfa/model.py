@@ -25,6 +25,7 @@ from . import checkpoint
 from .errors import BadModelError, BadSampleError, ConfigError
 from .formats.base import Dense, Split
 from .learner import Learner, LearnerConfig
+from .native import NotFinite
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 _F32 = np.dtype(np.float32)
@@ -39,7 +40,7 @@ def backend_module(suffix: str) -> ModuleType:
 
 
 def load(path: str | os.PathLike, head: int | None = None, *, rule: str = "fdfa", loss: str = "ce",
-         threads: int = 1, seed: int = 0, **options: Any) -> "EdgeModel":
+         threads: int = 1, seed: int = 0, **options: Any) -> EdgeModel:
     """Open an .onnx or .tflite file and split it; `options` go to the head's LearnerConfig
     (optimizer, lr, alpha, sigma, batch_size)."""
     path = Path(path)
@@ -61,7 +62,7 @@ def load(path: str | os.PathLike, head: int | None = None, *, rule: str = "fdfa"
     return EdgeModel(data, suffix, path.name, split, learner, threads)
 
 
-def load_checkpoint(path: str | os.PathLike) -> "Learner | EdgeModel":
+def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
     """A checkpoint back as what saved it: an EdgeModel (it holds its source file) or a Learner."""
     arrays, meta = checkpoint.load(path)
     learner = Learner.from_state(arrays, meta, source=os.fspath(path))
@@ -73,6 +74,19 @@ def load_checkpoint(path: str | os.PathLike) -> "Learner | EdgeModel":
     return EdgeModel(source, m["format"], m["name"], split, learner, m["threads"])
 
 
+def _session(source: bytes, suffix: str, name: str, split: Split, threads: int) -> Any:
+    """The backend's cut_session (backbone in the interpreter, head compiled) where it has one that can
+    run the file, else its InferenceSession on the whole file with the head's weights as inputs."""
+    backend = backend_module(suffix)
+    model = format_module(suffix).inference_model(source, len(split.head), name)  # built for its checks too
+    cut = getattr(backend, "cut_session", None)
+    return (cut(split, threads, name) if cut else None) or backend.InferenceSession(model, threads, name)
+
+
+def _not_finite(x: np.ndarray) -> BadSampleError:
+    return BadSampleError(f"input holds NaN or Inf at {np.argwhere(~np.isfinite(x))[0].tolist()}")
+
+
 class EdgeModel:
     """The whole file in its interpreter, its head's weights fed from the engine's live parameters, and
     the head trained by the engine. Samples are one model input without the batch dim."""
@@ -80,12 +94,12 @@ class EdgeModel:
     def __init__(self, source: bytes, suffix: str, name: str, split: Split, learner: Learner, threads: int):
         self.source, self.suffix, self.name, self.split = source, suffix, name, split
         self.learner, self.threads = learner, threads
-        model = format_module(suffix).inference_model(source, len(split.head), name)
-        self.session = backend_module(suffix).InferenceSession(model, threads, name)
+        self.session = _session(source, suffix, name, split, threads)
         shape = split.input.shape
         self.sample_shape = shape[1:] if len(shape) > 1 else shape  # the batch dimension is dropped
-        self._batched = len(shape) > 1
+        self._batched = len(shape) > 1 and not getattr(self.session, "takes_sample", False)  # run() adds it
         self._fed: tuple[Learner | None, int] = (None, -1)  # (learner, n_updates) whose weights the session holds
+        self._check_finite = not getattr(self.session, "checks_finite", False)  # else the session checks
         self._zeros = np.zeros(0, np.float32)  # sized like a sample, for the finiteness check
 
     @property
@@ -102,8 +116,8 @@ class EdgeModel:
         by onnxruntime at once (it reads them in place) and by TFLite after the next step.
         """
         x = self._sample(x)
-        out, *features = self._run(x, None)
-        return out, features[0] if features else x.reshape(-1).copy()
+        outputs = self._run(x, None)
+        return outputs[0], outputs[1] if len(outputs) > 1 else x.reshape(-1).copy()
 
     def features(self, x: Any) -> np.ndarray:
         """The head's input for one sample: the backbone's output, flattened to (n_features,)."""
@@ -134,11 +148,14 @@ class EdgeModel:
             net = learner.net
             self.session.set_weights([a for W, b in zip(net.W, net.b) for a in (W, b)])
             self._fed = (learner, learner.n_updates)
-        return self.session.run(x[None] if self._batched else x, n)
+        try:
+            return self.session.run(x[None] if self._batched else x, n)
+        except NotFinite:
+            raise _not_finite(x) from None
 
     def _sample(self, x: Any) -> np.ndarray:
         """x checked (numbers, one sample's shape, finite) as float32: x itself when it is already."""
-        if type(x) is not np.ndarray or x.dtype != _F32:  # the fast path takes a float32 array as it is
+        if type(x) is not np.ndarray or x.dtype is not _F32:  # the fast path takes a float32 array as it is
             x = np.asarray(x)
             if x.dtype.kind not in "biuf":
                 raise BadSampleError(f"input has dtype {x.dtype}; {self.name} takes numbers")
@@ -148,11 +165,12 @@ class EdgeModel:
                 d is not None and d != n for d, n in zip(self.sample_shape, x.shape))):
             expected = tuple("?" if d is None else d for d in self.sample_shape)
             raise BadSampleError(f"input has shape {x.shape}; {self.name} takes one sample of shape {expected}")
-        if self._zeros.size != x.size:
-            self._zeros = np.zeros(x.size, np.float32)
-        # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0
-        if not math.isfinite(np.vdot(x, self._zeros)):
-            raise BadSampleError(f"input holds NaN or Inf at {np.argwhere(~np.isfinite(x))[0].tolist()}")
+        if self._check_finite:
+            if self._zeros.size != x.size:
+                self._zeros = np.zeros(x.size, np.float32)
+            # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0
+            if not math.isfinite(np.vdot(x, self._zeros)):
+                raise _not_finite(x)
         return x
 
     def head(self) -> list[Dense]:

@@ -10,10 +10,16 @@ For every file in models/manifest.json it times, on real held-out inputs, one sa
             backend does, see backends/tflite.py), onnxruntime through an IOBinding with the input and
             output buffers bound once. Reported beside bare, for the runtime's cost over the floor.
   session   edgefdfa's backend Session on the original file (Session.run, with its checks)
-  proba     EdgeModel.predict_proba_one: input checks + one call of the whole file with the
-            engine's live head (its weights are interpreter inputs) + the file's Softmax output
-  observe   EdgeModel.observe: the same call, returning (output, head features)
-  learn     observe + learner.learn_one: the online step (weights re-fed after each update)
+  proba     EdgeModel.predict_proba_one: input checks, then
+              TFLite: the backbone cut from the file (Split.backbone) in the interpreter, through views
+                held on its input and output buffers, then the head compiled (edgefdfa/native.py: the
+                firmware's C forward pass, via ctypes) on the engine's weights in place, which also
+                checks the sample is finite and applies the file's Softmax; EDGEFDFA_NATIVE=0, or no C
+                compiler at install, runs the whole file as ONNX does;
+              ONNX: one call of the whole file with the engine's live head (its weights are
+                interpreter inputs) + the file's Softmax output
+  observe   EdgeModel.observe: the same, returning (output, head features)
+  learn     observe + learner.learn_one: the online step
 
 bare, zerocopy, session, proba and observe alternate call by call in one loop, so machine noise hits
 them alike. Each has its own interpreter (proba and observe each their own EdgeModel), and the order is
@@ -42,9 +48,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +60,7 @@ from edgefdfa.model import backend_module
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_models import held_out  # noqa: E402  (real test inputs, as the manifest describes them)
+from make_models import held_out  # real test inputs, as the manifest describes them
 
 OUT = ROOT / "bench" / "results" / "bench_infer.json"
 TARGET_MODEL, TARGET = "imu-activity", 0.10
@@ -155,14 +162,15 @@ def measure(path: Path, n: int) -> dict:
 
 
 def table(rows: list[dict], n: int) -> str:
-    lines = [f"Per-sample latency, median of {n} interleaved calls after {WARMUP} warm-up, one thread, real held-out "
-             "inputs. bare = the interpreter's documented calls on the original file (the target's baseline); "
-             "zero-copy = the same file with the input and output buffers bound once; Session.run = edgefdfa's "
-             "backend session on it; proba = EdgeModel.predict_proba_one; observe = EdgeModel.observe (one "
-             "interpreter call each, head weights fed from the engine); learn = observe + learner.learn_one. "
-             "Overheads over bare (over zero-copy).",
-             "", "| file | interpreter | bare µs | zero-copy µs | Session.run µs | proba µs | observe µs | learn µs "
-             "| proba overhead | observe overhead |", "|" + "---|" * 10]
+    lines = [(f"Per-sample latency, median of {n} interleaved calls after {WARMUP} warm-up, one thread, real "
+              "held-out inputs. bare = the interpreter's documented calls on the original file (the target's "
+              "baseline); zero-copy = the same file with the input and output buffers bound once; Session.run = "
+              "edgefdfa's backend session on it; proba = EdgeModel.predict_proba_one; observe = EdgeModel.observe "
+              "(TFLite: the cut backbone in the interpreter + the compiled head on the engine's weights; ONNX: one "
+              "call of the whole file, head weights fed from the engine); learn = observe + learner.learn_one. "
+              "Overheads over bare (over zero-copy)."),
+             "", ("| file | interpreter | bare µs | zero-copy µs | Session.run µs | proba µs | observe µs | learn µs "
+                  "| proba overhead | observe overhead |"), "|" + "---|" * 10]
     lines += [f"| {r['file']} | {r['interpreter']} | {r['bare_us']:.1f} | {r['zerocopy_us']:.1f} | {r['session_us']:.1f} "
               f"| {r['proba_us']:.1f} | {r['observe_us']:.1f} | {r['learn_us']:.1f} "
               f"| {r['overhead']:+.1%} ({r['overhead_zerocopy']:+.1%}) "

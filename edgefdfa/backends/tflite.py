@@ -7,6 +7,9 @@ creating a Session raises a BadModelError saying what to install).
 Quantized inputs and outputs are handled at the boundary: a float sample is quantized with the
 input tensor's scale and zero point, and an integer output is dequantized, so callers always pass
 and get float32.
+
+EdgeModel runs a file through `cut_session` (the backbone here, the head compiled: edgefdfa/native.py)
+where it can, else through an InferenceSession on the format's inference_model (the whole file).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import os
 
 import numpy as np
 
+from .. import native
 from ..errors import BadModelError
 from ..formats import tflite as tflite_format
-from ..formats.base import TensorInfo
+from ..formats.base import Split, TensorInfo
 
 _INTERPRETERS = {  # NAME -> (module, attribute path of the Interpreter class), in order of preference
     "litert": ("ai_edge_litert.interpreter", "Interpreter"),
@@ -194,6 +198,68 @@ class InferenceSession:
     def _drop_views(self) -> None:
         """Back to the public calls: they check that nothing refers to the wrapper but the Interpreter."""
         self._invoke, self._x, self._y = None, None, []
+
+
+class CutSession:
+    """The file cut in two: the backbone in the interpreter, through views held on its input and output
+    buffers, and the head in C on the engine's weights in place. Per sample: the sample written into the
+    backbone's input buffer, one invoke, one C call that checks the sample is finite and runs the head on
+    the backbone's output buffer. Same calls as InferenceSession; run() raises native.NotFinite for a
+    sample holding NaN or Inf (checks_finite: the caller need not check) and takes the sample without
+    the batch dimension (takes_sample)."""
+
+    checks_finite = takes_sample = True
+
+    def __init__(self, split: Split, name: str, backbone: InferenceSession | None, x: np.ndarray,
+                 features: np.ndarray):
+        """x, features: the buffers the sample and the head's input are in (the same one without a backbone)."""
+        self.name, self._backbone = name, backbone  # the backbone is held: x and features are its views
+        self._x = x.reshape(x.shape[1:] if len(split.input.shape) > 1 else x.shape)  # (sample shape) view
+        self._invoke = backbone._invoke if backbone else None
+        self._features = features if backbone else None  # (n_in,) returned by run() as the second output
+        sizes = [split.head[0].W.shape[1]] + [layer.W.shape[0] for layer in split.head]
+        self._head = native.Head([layer.activation for layer in split.head], sizes, x, features, split.softmax)
+        self._run_head, self._out = self._head.run, self._head.output
+
+    def set_weights(self, arrays: list[np.ndarray]) -> None:
+        """Point the head at [W0, b0, W1, b1...] (float32, W (n_out, n_in)): it reads them in place,
+        so call it again only when the arrays are replaced (calling it more often is cheap)."""
+        self._head.bind(arrays)
+
+    def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
+        """[output] (n=1) or [output, features] for one sample x (shape checked by the caller), as new flat
+        float32 arrays."""
+        self._x[...] = x
+        if self._invoke is not None:
+            try:
+                self._invoke()
+            except (ValueError, RuntimeError) as e:
+                raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
+        status = self._run_head()
+        if status:
+            raise native.failure(status)
+        if n == 1 or self._features is None:
+            return [self._out.copy()]
+        return [self._out.copy(), self._features.copy()]
+
+
+def cut_session(split: Split, threads: int = 1, name: str = "model") -> CutSession | None:
+    """A CutSession for the split file, or None where it cannot run one: the compiled head not built (or
+    EDGEFDFA_NATIVE=0), an unsupported activation, a sample shape not fixed, a quantized or non-float32
+    input, features or output, or backbone buffers that move (see InferenceSession)."""
+    shape = split.input.shape
+    shape = (1, *shape[1:]) if len(shape) > 1 else shape  # as EdgeModel passes a sample: a batch of one
+    float32 = all(t.dtype == "float32" for t in (split.input, split.head_input, split.output))
+    if (not native.available() or not float32 or None in shape
+            or any(layer.activation not in native.ACTIVATIONS for layer in split.head)):
+        return None
+    if split.backbone is None:
+        x = np.zeros(shape, np.float32)
+        return CutSession(split, name, None, x, x.reshape(-1))
+    backbone = InferenceSession(split.backbone, threads, name)
+    if backbone._x is None or backbone._shape != shape or backbone._quantized[1] or backbone._y[0].dtype != np.float32:
+        return None
+    return CutSession(split, name, backbone, backbone._x, backbone._y[0])
 
 
 def _load(model: bytes, threads: int, name: str):

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgefdfa
-from edgefdfa import BadModelError, BadSampleError
+from edgefdfa import BadModelError, BadSampleError, native
 from edgefdfa.backends import onnx as onnx_backend
 from edgefdfa.backends import tflite as tflite_backend
 from edgefdfa.export import export
@@ -203,18 +203,25 @@ def _fresh_run(model, x):
     return session.run(x[None])
 
 
-@pytest.mark.parametrize("path, views", [(p, True) for p in FILES] + [(p, False) for p in FILES if p.suffix == ".tflite"],
-                         ids=lambda v: v.name if hasattr(v, "name") else "views" if v else "set-get")
-def test_each_prediction_uses_the_weights_learned_before_it(path, views, monkeypatch):
-    """The fast path's buffers (TFLite views, onnxruntime bound outputs) against a fresh session fed
-    the learner's weights after every step; outputs are new arrays that later calls leave alone.
-    views=False puts TFLite on its set_tensor/get_tensor path, as when the buffers move."""
-    if not views:
+@pytest.mark.parametrize("path, mode", [(p, "views") for p in FILES]
+                         + [(p, m) for p in FILES if p.suffix == ".tflite" for m in ("set-get", "native")],
+                         ids=lambda v: v.name if hasattr(v, "name") else v)
+def test_each_prediction_uses_the_weights_learned_before_it(path, mode, monkeypatch):
+    """The fast path's buffers (TFLite views, onnxruntime bound outputs, the compiled head) against a
+    fresh session fed the learner's weights after every step; outputs are new arrays that later calls
+    leave alone. set-get puts TFLite on its set_tensor/get_tensor path, as when the buffers move;
+    native runs the backbone in TFLite and the head compiled (tests/backends/test_native.py)."""
+    if mode == "native" and not native.available():
+        pytest.skip("the compiled head is not built or EDGEFDFA_NATIVE=0")
+    if mode != "native":
+        monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
+    if mode == "set-get":
         monkeypatch.setattr(tflite_backend.InferenceSession, "_views_hold", lambda self: False)
     model = edgefdfa.load(path, lr=0.05)
-    if path.suffix == ".tflite" and tflite_backend.NAME != "tensorflow":
+    assert isinstance(model.session, tflite_backend.CutSession) == (mode == "native")
+    if path.suffix == ".tflite" and tflite_backend.NAME != "tensorflow" and mode != "native":
         model.observe(samples(path, 1)[0][0])  # the first set_weights judges the views
-        assert (model.session._x is not None) == views
+        assert (model.session._x is not None) == (mode == "views")
     X, y = samples(path, 12)
     kept = []
     for x, t in zip(X, y):

@@ -1,0 +1,103 @@
+"""The compiled head (edgefdfa/native.py, edgefdfa/_head.c): a .tflite file's backbone in TFLite and its
+head in C on the engine's weights in place, checked against the whole file in the interpreter
+(EDGEFDFA_NATIVE=0): same outputs and features, after learning too, the same refusals, and a new
+learner or a loaded checkpoint is what the head reads."""
+
+import numpy as np
+import pytest
+
+import edgefdfa
+from edgefdfa import BadSampleError, native
+from edgefdfa.backends import tflite as backend
+from test_model import FILES, samples  # tests/backends is on sys.path (pytest's prepend mode)
+
+TFLITE = [p for p in FILES if p.suffix == ".tflite"]
+
+pytestmark = [
+    pytest.mark.skipif(backend.NAME is None, reason="no TFLite interpreter installed (pip install ai-edge-litert)"),
+    pytest.mark.skipif(native._LIB is None, reason="the compiled head was not built (pip install -e . with a C compiler)"),
+]
+
+
+@pytest.fixture(params=TFLITE, ids=lambda p: p.name)
+def path(request):
+    return request.param
+
+
+def pair(path, monkeypatch, **options):
+    """(the file on the compiled head, the same file whole in the interpreter), same seed and options."""
+    monkeypatch.delenv("EDGEFDFA_NATIVE", raising=False)
+    fast = edgefdfa.load(path, **options)
+    monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
+    whole = edgefdfa.load(path, **options)
+    monkeypatch.delenv("EDGEFDFA_NATIVE")
+    assert isinstance(fast.session, backend.CutSession), "built, but EdgeModel fell back to the whole file"
+    assert isinstance(whole.session, backend.InferenceSession)
+    return fast, whole
+
+
+def assert_same(fast, whole, X):
+    for x in X:
+        (out, features), (out_, features_) = fast.observe(x), whole.observe(x)
+        assert np.allclose(out, out_, atol=1e-5) and np.allclose(features, features_, atol=1e-5)
+        assert np.allclose(fast.predict_proba_one(x), whole.predict_proba_one(x), atol=1e-5)
+        assert fast.predict_one(x) == whole.predict_one(x)
+
+
+def test_same_outputs_as_the_whole_file_before_and_after_learning(path, monkeypatch):
+    fast, whole = pair(path, monkeypatch, lr=0.05)
+    X, y = samples(path, 200)
+    assert_same(fast, whole, X[100:])  # held-out inputs the learners never see
+    for x, t in zip(X[:100], y[:100]):
+        assert np.isclose(fast.learn_one(x, t), whole.learn_one(x, t), atol=1e-4)
+    assert fast.learner.n_updates == 100
+    assert_same(fast, whole, X[100:])
+
+
+def test_weights_written_in_place_are_read_at_once(path, monkeypatch):
+    fast, _ = pair(path, monkeypatch)
+    x = samples(path, 1)[0][0]
+    before = fast.output_one(x)
+    fast.learner.net.b[-1][0] += 1.0  # no step taken: the C head reads the engine's arrays in place
+    after = fast.output_one(x)
+    assert not np.allclose(before, after)
+    fast.learner.net.b[-1][0] -= 1.0
+    assert np.allclose(fast.output_one(x), before, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_are_refused_with_the_same_message(path, monkeypatch, bad):
+    fast, whole = pair(path, monkeypatch)
+    x = samples(path, 1)[0][0].copy()
+    x.flat[x.size // 2 + 1] = bad
+    messages = []
+    for model in (fast, whole):
+        for call in (model.observe, model.predict_one, model.predict_proba_one, model.output_one):
+            with pytest.raises(BadSampleError, match="NaN or Inf at") as e:
+                call(x)
+            messages.append(str(e.value))
+    assert len(set(messages)) == 1
+    x.flat[x.size // 2 + 1] = 0.0
+    assert np.allclose(fast.output_one(x), whole.output_one(x), atol=1e-5)  # a refusal leaves nothing behind
+
+
+def test_a_new_learner_and_a_loaded_checkpoint_are_what_the_head_reads(path, monkeypatch, tmp_path):
+    fast, whole = pair(path, monkeypatch, lr=0.05)
+    X, y = samples(path, 60)
+    for x, t in zip(X[:40], y[:40]):
+        whole.learn_one(x, t)
+    whole.save(tmp_path / "adapted.npz")
+    fast.learner = whole.learner  # replaced: the head is pointed at its arrays before the next call
+    assert_same(fast, whole, X[40:])
+    loaded = edgefdfa.load_checkpoint(tmp_path / "adapted.npz")
+    assert isinstance(loaded.session, backend.CutSession)
+    assert_same(loaded, whole, X[40:])
+    fast.learner = edgefdfa.load(path).learner  # back to the file's own head
+    fast.learner.load_state(*whole.learner.state())  # written into its arrays in place
+    assert_same(fast, whole, X[40:])
+
+
+def test_the_fallback_when_switched_off(path, monkeypatch):
+    monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
+    assert not native.available()
+    assert not isinstance(edgefdfa.load(path).session, backend.CutSession)
