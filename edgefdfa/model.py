@@ -1,6 +1,8 @@
 """A model file split into a frozen backbone and a trainable dense head, trained by the engine. The
-whole file runs in its own interpreter, its head's weights fed from the engine's live parameters, so
-one call per sample gives the output with the current head and the features the head learns from:
+whole file runs in its own interpreter, its head's weights fed from the engine's live parameters (or,
+for TFLite where the compiled head is built, the backbone runs in the interpreter and the head in C on
+those parameters in place: backends/tflite.py CutSession), so one call per sample gives the output
+with the current head and the features the head learns from:
 
     model = edgefdfa.load("imu.onnx")           # or .tflite; head=N takes the trailing N dense layers
     model.predict_one(window); model.learn_one(window, label)
@@ -113,7 +115,8 @@ class EdgeModel:
 
         The interpreter is given the head's weights again whenever the learner has taken a step
         (learner.n_updates changed) or was replaced; weights written into learner.net by hand are seen
-        by onnxruntime at once (it reads them in place) and by TFLite after the next step.
+        by onnxruntime and the compiled TFLite head at once (they read them in place) and by the whole
+        file in TFLite after the next step.
         """
         x = self._sample(x)
         outputs = self._run(x, None)
