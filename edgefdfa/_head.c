@@ -1,16 +1,23 @@
 /* _head: the engine's dense head run outside the TFLite interpreter, for EdgeModel's fast path.
  *
- * A plain shared library (no Python.h), loaded with ctypes by edgefdfa/native.py. The forward pass is
- * the firmware's (firmware_bridge/c/edgefdfa_head.c); this file only binds it once to the buffers a
- * sample flows through, so a call per sample passes one pointer and nothing is copied:
+ * The forward pass is the firmware's (firmware_bridge/c/edgefdfa_head.c); this file binds it once to
+ * the buffers a sample flows through:
  *
- *     sample  (n_sample)    the backbone interpreter's input buffer, checked finite here
+ *     sample  (n_sample)    the backbone interpreter's input buffer
  *     features              the backbone's output buffer (the sample itself when there is no backbone)
  *     output  (n_out)       head(features), softmaxed when the file ends in Softmax
  *
- * The caller owns the edgefdfa_bound_head (edgefdfa_bound_head_size() bytes), the layers array, the
- * weights (read in place, so updates made there are seen at the next run) and every buffer.
+ * A sample is two calls of this Python extension module around the backbone's invoke: load(address,
+ * x) copies x into the sample buffer and checks it is finite, run(address) runs the head. Each is a
+ * CPython call (a ctypes call costs about a microsecond more, on a sample that takes eight). The setup
+ * calls (edgefdfa_bind and the struct's size) are plain C, which edgefdfa/native.py calls through
+ * ctypes on the same shared library. The caller owns the edgefdfa_bound_head
+ * (edgefdfa_bound_head_size() bytes), the layers array, the weights (read in place, so updates made
+ * there are seen at the next run) and every buffer.
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -18,13 +25,14 @@
 
 #include "edgefdfa_head.h"
 
-/* Beyond edgefdfa_head_status: the sample holds NaN or Inf (the caller says where). */
-enum { EDGEFDFA_SAMPLE_NOT_FINITE = 16 };
+/* Beyond edgefdfa_head_status: the sample holds NaN or Inf (the caller says where), or load() was given
+ * something other than a C-contiguous float32 buffer of n_sample values (the caller makes it one). */
+enum { EDGEFDFA_SAMPLE_NOT_FINITE = 16, EDGEFDFA_SAMPLE_NOT_A_BUFFER = 17 };
 
 typedef struct {
     const edgefdfa_layer *layers;
     size_t n_layers;
-    const float *sample; /* (n_sample) */
+    float *sample; /* (n_sample) */
     size_t n_sample;
     const float *features; /* (layers[0].n_in) */
     float *output;         /* (layers[n_layers - 1].n_out) */
@@ -36,7 +44,7 @@ typedef struct {
 size_t edgefdfa_bound_head_size(void) { return sizeof(edgefdfa_bound_head); }
 
 /* Store the pointers in *head; EDGEFDFA_HEAD_BAD_ARGUMENT if one is NULL or a size is zero. */
-int edgefdfa_bind(edgefdfa_bound_head *head, const edgefdfa_layer *layers, size_t n_layers, const float *sample,
+int edgefdfa_bind(edgefdfa_bound_head *head, const edgefdfa_layer *layers, size_t n_layers, float *sample,
                   size_t n_sample, const float *features, float *output, float *scratch, size_t scratch_len,
                   int softmax) {
     if (head == NULL || layers == NULL || n_layers == 0 || sample == NULL || n_sample == 0 || features == NULL ||
@@ -69,12 +77,63 @@ static void softmax(float *v, size_t n) {
     for (size_t j = 0; j < n; ++j) v[j] /= total;
 }
 
-/* Check the sample, run the head on the features into the output: EDGEFDFA_HEAD_OK,
- * EDGEFDFA_SAMPLE_NOT_FINITE (output untouched) or edgefdfa_head_forward's failure. */
+/* Run the head on the features into the output: EDGEFDFA_HEAD_OK or edgefdfa_head_forward's failure. */
 int edgefdfa_run(const edgefdfa_bound_head *head) {
-    if (not_finite(head->sample, head->n_sample)) return EDGEFDFA_SAMPLE_NOT_FINITE;
     edgefdfa_head_status status = edgefdfa_head_forward(head->layers, head->n_layers, head->features, head->output,
                                                         head->scratch, head->scratch_len);
     if (status == EDGEFDFA_HEAD_OK && head->softmax) softmax(head->output, head->layers[head->n_layers - 1].n_out);
     return (int)status;
 }
+
+/* The edgefdfa_bound_head at a Python int address; NULL with an exception set if there is none. */
+static edgefdfa_bound_head *head_at(PyObject *address) {
+    edgefdfa_bound_head *head = PyLong_AsVoidPtr(address);
+    if (head == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "_head: a NULL head");
+    return head;
+}
+
+/* A buffer format that is one native little-endian float32. */
+static int is_float32(const char *format) {
+    return format != NULL && (!strcmp(format, "f") || !strcmp(format, "<f") || !strcmp(format, "=f"));
+}
+
+/* _head.load(address, sample) -> int: copy the sample into the bound sample buffer (the backbone's
+ * input) and check it: 0, EDGEFDFA_SAMPLE_NOT_FINITE or EDGEFDFA_SAMPLE_NOT_A_BUFFER (nothing copied). */
+static PyObject *py_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_head.load(address, sample) takes 2 arguments");
+        return NULL;
+    }
+    edgefdfa_bound_head *head = head_at(args[0]);
+    if (head == NULL) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
+    }
+    int fits = view.len == (Py_ssize_t)(head->n_sample * sizeof(float)) && is_float32(view.format);
+    if (fits) memcpy(head->sample, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (!fits) return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
+    return PyLong_FromLong(not_finite(head->sample, head->n_sample) ? EDGEFDFA_SAMPLE_NOT_FINITE : 0);
+}
+
+/* _head.run(address) -> int: edgefdfa_run on the edgefdfa_bound_head at that address. */
+static PyObject *py_run(PyObject *module, PyObject *address) {
+    (void)module;
+    const edgefdfa_bound_head *head = head_at(address);
+    return head == NULL ? NULL : PyLong_FromLong(edgefdfa_run(head));
+}
+
+static PyMethodDef methods[] = {
+    {"load", (PyCFunction)(void (*)(void))py_load, METH_FASTCALL,
+     "load(address, sample) -> status: copy the sample into the bound buffer and check it is finite."},
+    {"run", py_run, METH_O, "run(address) -> status: run the bound head on the bound features."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_head", "edgefdfa's compiled head (edgefdfa/native.py)",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__head(void) { return PyModule_Create(&module); }

@@ -1,17 +1,18 @@
 """The compiled head: edgefdfa/_head.c (the firmware's dense forward pass, bound once to a sample's
-buffers), loaded with ctypes. It lets a TFLite file's head run outside the interpreter on the engine's
-weights in place, one C call per sample (see backends/tflite.py CutSession).
+buffers). It lets a TFLite file's head run outside the interpreter on the engine's weights in place,
+one C call per sample (see backends/tflite.py CutSession): the extension module's run(), a CPython
+call; the setup calls go through ctypes on the same library.
 
-`available()` is False when the library was not built (no C compiler at install) or the environment
-sets EDGEFDFA_NATIVE=0; EdgeModel then runs the whole file in the interpreter.
+`available()` is False when the module was not built (no C compiler or no Python headers at install)
+or the environment sets EDGEFDFA_NATIVE=0; EdgeModel then runs the whole file in the interpreter.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 import os
+from types import ModuleType
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .errors import BadModelError
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}  # edgefdfa_activation
 NOT_FINITE = 16  # EDGEFDFA_SAMPLE_NOT_FINITE: the sample holds NaN or Inf
+NOT_A_BUFFER = 17  # EDGEFDFA_SAMPLE_NOT_A_BUFFER: load() takes a C-contiguous float32 array of the sample's size
 _F32 = np.dtype(np.float32)
 
 
@@ -34,24 +36,21 @@ class _Layer(ctypes.Structure):
                 ("activation", ctypes.c_uint8)]
 
 
-def _load() -> ctypes.CDLL | None:
-    """The built library with its signatures declared, or None where it was not built."""
-    spec = importlib.util.find_spec("edgefdfa._head")
-    if spec is None or spec.origin is None:
-        return None
+def _load() -> tuple[ModuleType, ctypes.CDLL] | tuple[None, None]:
+    """(the extension module, its library with the setup calls declared), or Nones where it was not built."""
     try:
-        lib = ctypes.PyDLL(spec.origin)  # keeps the GIL: a call is ~1 us, less than releasing it costs
-    except OSError:
-        return None
+        from . import _head
+    except ImportError:
+        return None, None
+    lib = ctypes.PyDLL(_head.__file__)  # the same library, already loaded: its plain C entry points
     size, p = ctypes.c_size_t, ctypes.c_void_p
     lib.edgefdfa_bound_head_size.argtypes, lib.edgefdfa_bound_head_size.restype = [], size
     lib.edgefdfa_bind.argtypes = [p, p, size, p, size, p, p, p, size, ctypes.c_int]
     lib.edgefdfa_bind.restype = ctypes.c_int
-    lib.edgefdfa_run.argtypes, lib.edgefdfa_run.restype = [p], ctypes.c_int
-    return lib
+    return _head, lib
 
 
-_LIB = _load()
+_MODULE, _LIB = _load()
 
 
 def available() -> bool:
@@ -60,14 +59,15 @@ def available() -> bool:
 
 
 class Head:
-    """A head of dense layers bound to caller-owned buffers: run() reads the sample (float32, checked
-    finite) and the features, writes `output` and returns a status (0: done; see failure()). bind()
-    points it at the weights, read in place."""
+    """A head of dense layers bound to caller-owned buffers. Per sample: load(x) copies x into the
+    sample buffer and checks it; run() reads the features and writes `output`. Each returns a status
+    (0: done; see failure()). bind() points the layers at the weights, read in place."""
 
     def __init__(self, activations: list[str], sizes: list[int], sample: np.ndarray, features: np.ndarray,
                  softmax: bool):
         """sizes: (n_in, n_out of each layer); sample and features: float32 buffers that stay put."""
-        assert _LIB is not None and sample.dtype == features.dtype == _F32 and features.size == sizes[0]
+        assert _MODULE is not None and _LIB is not None
+        assert sample.dtype == features.dtype == _F32 and features.size == sizes[0]
         self.output = np.zeros(sizes[-1], np.float32)  # (n_out,)
         self._scratch = np.zeros(2 * max(sizes[1:]), np.float32)
         self._layers = (_Layer * len(activations))(*(
@@ -79,8 +79,10 @@ class Head:
                                     features.ctypes.data, self.output.ctypes.data, self._scratch.ctypes.data,
                                     self._scratch.size, int(softmax))
         assert status == 0, f"edgefdfa_bind: status {status}"
-        # run() -> status (0, NOT_FINITE, an edgefdfa_head_status): one C call, no Python frame
-        self.run = functools.partial(_LIB.edgefdfa_run, ctypes.c_void_p(ctypes.addressof(self._bound)))
+        # load(x) -> 0, NOT_FINITE or NOT_A_BUFFER; run() -> 0 or an edgefdfa_head_status: C calls, no Python frame
+        address = ctypes.addressof(self._bound)
+        self.load = functools.partial(_MODULE.load, address)
+        self.run = functools.partial(_MODULE.run, address)
 
     def bind(self, arrays: list[np.ndarray]) -> None:
         """Point the layers at [W0, b0, W1, b1...] (float32, C order, W (n_out, n_in), b (n_out,)), held here."""
@@ -97,5 +99,5 @@ class Head:
 
 
 def failure(status: int) -> Exception:
-    """The error for a non-zero status of Head.run()."""
+    """The error for a non-zero status of Head.load() (but NOT_A_BUFFER, which the caller mends) or Head.run()."""
     return NotFinite() if status == NOT_FINITE else BadModelError(f"the compiled head failed with status {status}")

@@ -202,9 +202,9 @@ class InferenceSession:
 
 class CutSession:
     """The file cut in two: the backbone in the interpreter, through views held on its input and output
-    buffers, and the head in C on the engine's weights in place. Per sample: the sample written into the
-    backbone's input buffer, one invoke, one C call that checks the sample is finite and runs the head on
-    the backbone's output buffer. Same calls as InferenceSession; run() raises native.NotFinite for a
+    buffers, and the head in C on the engine's weights in place. Per sample: a C call that copies the
+    sample into the backbone's input buffer and checks it is finite, one invoke, a C call that runs the
+    head on the backbone's output buffer. Same calls as InferenceSession; run() raises native.NotFinite for a
     sample holding NaN or Inf (checks_finite: the caller need not check) and takes the sample without
     the batch dimension (takes_sample)."""
 
@@ -214,12 +214,11 @@ class CutSession:
                  features: np.ndarray):
         """x, features: the buffers the sample and the head's input are in (the same one without a backbone)."""
         self.name, self._backbone = name, backbone  # the backbone is held: x and features are its views
-        self._x = x.reshape(x.shape[1:] if len(split.input.shape) > 1 else x.shape)  # (sample shape) view
         self._invoke = backbone._invoke if backbone else None
         self._features = features if backbone else None  # (n_in,) returned by run() as the second output
         sizes = [split.head[0].W.shape[1]] + [layer.W.shape[0] for layer in split.head]
         self._head = native.Head([layer.activation for layer in split.head], sizes, x, features, split.softmax)
-        self._run_head, self._out = self._head.run, self._head.output
+        self._load, self._run_head, self._out = self._head.load, self._head.run, self._head.output
 
     def set_weights(self, arrays: list[np.ndarray]) -> None:
         """Point the head at [W0, b0, W1, b1...] (float32, W (n_out, n_in)): it reads them in place,
@@ -227,9 +226,11 @@ class CutSession:
         self._head.bind(arrays)
 
     def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
-        """[output] (n=1) or [output, features] for one sample x (shape checked by the caller), as new flat
-        float32 arrays."""
-        self._x[...] = x
+        """[output] (n=1) or [output, features] for one float32 sample x (shape checked by the caller), as
+        new flat float32 arrays."""
+        status = self._load(x)
+        if status:
+            self._load_other(x, status)
         if self._invoke is not None:
             try:
                 self._invoke()
@@ -241,6 +242,11 @@ class CutSession:
         if n == 1 or self._features is None:
             return [self._out.copy()]
         return [self._out.copy(), self._features.copy()]
+
+    def _load_other(self, x: np.ndarray, status: int) -> None:
+        """After load(x) said `status`: raise for a sample that is not finite, else load a C-ordered copy."""
+        if status != native.NOT_A_BUFFER or (status := self._load(np.ascontiguousarray(x))):
+            raise native.failure(status)
 
 
 def cut_session(split: Split, threads: int = 1, name: str = "model") -> CutSession | None:

@@ -81,6 +81,20 @@ def test_nan_and_inf_are_refused_with_the_same_message(path, monkeypatch, bad):
     assert np.allclose(fast.output_one(x), whole.output_one(x), atol=1e-5)  # a refusal leaves nothing behind
 
 
+def test_samples_in_any_memory_layout_give_the_same_outputs(path, monkeypatch):
+    """A float32 sample that is not one C-ordered block (a strided slice, a Fortran-ordered copy, a
+    read-only array) is copied into the backbone's input all the same."""
+    fast, whole = pair(path, monkeypatch)
+    X = samples(path, 3)[0].astype(np.float32)
+    wide = np.repeat(X, 2, axis=-1)[..., ::2]  # every other column: the samples, strided
+    assert not wide[0].flags.c_contiguous and np.array_equal(wide[0], X[0])
+    fortran = np.asfortranarray(X[1])
+    frozen = X[2].copy()
+    frozen.flags.writeable = False
+    for x in (wide[0], fortran, frozen):
+        assert np.allclose(fast.output_one(x), whole.output_one(np.ascontiguousarray(x)), atol=1e-5)
+
+
 def test_a_new_learner_and_a_loaded_checkpoint_are_what_the_head_reads(path, monkeypatch, tmp_path):
     fast, whole = pair(path, monkeypatch, lr=0.05)
     X, y = samples(path, 60)
