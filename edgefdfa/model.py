@@ -136,7 +136,7 @@ class EdgeModel:
     def predict_proba_one(self, x: Any) -> np.ndarray:
         """Class probabilities (ce: the file's Softmax, or a softmax of its output) or the prediction (mse)."""
         out = self._run(self._sample(x), 1)[0]
-        if self.learner.loss.classification and not self.split.softmax:
+        if not self.split.softmax and self.learner.loss.classification:
             self.learner.loss.output(out[None], out[None])
         return out
 

@@ -74,7 +74,7 @@ class Head:
             _Layer(n_in, n_out, activation=ACTIVATIONS[a]) for a, n_in, n_out in zip(activations, sizes, sizes[1:])))
         self._buffers = (sample, features)  # held: the C side points into them
         self._bound = ctypes.create_string_buffer(_LIB.edgefdfa_bound_head_size())
-        self._weights: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []  # the arrays the layers point into, held
         status = _LIB.edgefdfa_bind(self._bound, self._layers, len(activations), sample.ctypes.data, sample.size,
                                     features.ctypes.data, self.output.ctypes.data, self._scratch.ctypes.data,
                                     self._scratch.size, int(softmax))
@@ -95,7 +95,7 @@ class Head:
                     raise BadModelError(f"a head weight has dtype {a.dtype} and shape {a.shape}; "
                                         f"the compiled head reads C-ordered float32 {shape}")
             layer.w_f32, layer.bias = W.ctypes.data, b.ctypes.data
-        self._weights = list(arrays)
+        self.weights = list(arrays)
 
 
 def failure(status: int) -> Exception:

@@ -221,8 +221,14 @@ class CutSession:
         self._load, self._run_head, self._out = self._head.load, self._head.run, self._head.output
 
     def set_weights(self, arrays: list[np.ndarray]) -> None:
-        """Point the head at [W0, b0, W1, b1...] (float32, W (n_out, n_in)): it reads them in place,
-        so call it again only when the arrays are replaced (calling it more often is cheap)."""
+        """Point the head at [W0, b0, W1, b1...] (float32, W (n_out, n_in)). It reads them in place, so
+        this does nothing for the arrays it already reads (a learning step); for others (a new learner)
+        it checks, as InferenceSession does, that the backbone's buffers it points into stayed put."""
+        if len(arrays) == len(self._head.weights) and all(a is b for a, b in zip(arrays, self._head.weights)):
+            return
+        if self._backbone is not None and not self._backbone._views_hold():
+            raise BadModelError(f"{self.name}: the backbone's buffers moved (tensor sizes that depend on the "
+                                "values); run it whole with EDGEFDFA_NATIVE=0")
         self._head.bind(arrays)
 
     def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
