@@ -1,7 +1,7 @@
 """The compiled head: edgefdfa/_head.c (the firmware's dense forward pass, bound once to a sample's
-buffers). It lets a TFLite file's head run outside the interpreter on the engine's weights in place,
-one C call per sample (see backends/tflite.py CutSession): the extension module's run(), a CPython
-call; the setup calls go through ctypes on the same library.
+buffers). It lets a TFLite file's head run outside the interpreter on the engine's weights in place
+(see backends/tflite.py CutSession): per sample, the extension module's load() and run(), CPython
+calls; the setup calls go through ctypes on the same library.
 
 `available()` is False when the module was not built (no C compiler or no Python headers at install)
 or the environment sets EDGEFDFA_NATIVE=0; EdgeModel then runs the whole file in the interpreter.
@@ -17,8 +17,8 @@ from types import ModuleType
 import numpy as np
 
 from .errors import BadModelError
+from .formats.c_header import ACTIVATION_CODES as ACTIVATIONS  # edgefdfa_activation
 
-ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}  # edgefdfa_activation
 NOT_FINITE = 16  # EDGEFDFA_SAMPLE_NOT_FINITE: the sample holds NaN or Inf
 NOT_A_BUFFER = 17  # EDGEFDFA_SAMPLE_NOT_A_BUFFER: load() takes a C-contiguous float32 array of the sample's size
 _F32 = np.dtype(np.float32)
