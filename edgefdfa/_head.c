@@ -8,7 +8,8 @@
  *     output  (n_out)       head(features), softmaxed when the file ends in Softmax
  *
  * A sample is two calls of this Python extension module around the backbone's invoke: load(address,
- * x) copies x into the sample buffer and checks it is finite, run(address) runs the head. Each is a
+ * x) takes x if it is a C-ordered float32 sample of the bound shape, copies it into the sample buffer
+ * and checks it is finite; run(address) runs the head. Each is a
  * CPython call (a ctypes call costs about a microsecond more, on a sample that takes eight). The setup
  * calls (edgefdfa_bind and the struct's size) are plain C, which edgefdfa/native.py calls through
  * ctypes on the same shared library. The caller owns the edgefdfa_bound_head
@@ -26,14 +27,17 @@
 #include "edgefdfa_head.h"
 
 /* Beyond edgefdfa_head_status: the sample holds NaN or Inf (the caller says where), or load() was given
- * something other than a C-contiguous float32 buffer of n_sample values (the caller makes it one). */
-enum { EDGEFDFA_SAMPLE_NOT_FINITE = 16, EDGEFDFA_SAMPLE_NOT_A_BUFFER = 17 };
+ * something other than a C-contiguous float32 buffer of the sample's shape (the caller checks it, says
+ * what is wrong or makes it one). */
+enum { EDGEFDFA_SAMPLE_NOT_FINITE = 16, EDGEFDFA_SAMPLE_NOT_A_BUFFER = 17, EDGEFDFA_MAX_DIMS = 8 };
 
 typedef struct {
     const edgefdfa_layer *layers;
     size_t n_layers;
-    float *sample; /* (n_sample) */
+    float *sample; /* (n_sample): a sample of shape dims[0 .. ndim) */
     size_t n_sample;
+    size_t ndim;
+    Py_ssize_t dims[EDGEFDFA_MAX_DIMS];
     const float *features; /* (layers[0].n_in) */
     float *output;         /* (layers[n_layers - 1].n_out) */
     float *scratch;        /* (scratch_len): 2 * the widest layer */
@@ -43,15 +47,22 @@ typedef struct {
 
 size_t edgefdfa_bound_head_size(void) { return sizeof(edgefdfa_bound_head); }
 
-/* Store the pointers in *head; EDGEFDFA_HEAD_BAD_ARGUMENT if one is NULL or a size is zero. */
+/* Store the pointers and the sample's shape in *head; EDGEFDFA_HEAD_BAD_ARGUMENT if a pointer is NULL,
+ * a size is zero or the sample has more than EDGEFDFA_MAX_DIMS dimensions. */
 int edgefdfa_bind(edgefdfa_bound_head *head, const edgefdfa_layer *layers, size_t n_layers, float *sample,
-                  size_t n_sample, const float *features, float *output, float *scratch, size_t scratch_len,
-                  int softmax) {
-    if (head == NULL || layers == NULL || n_layers == 0 || sample == NULL || n_sample == 0 || features == NULL ||
-        output == NULL || scratch == NULL) {
+                  size_t ndim, const int64_t *dims, const float *features, float *output, float *scratch,
+                  size_t scratch_len, int softmax) {
+    if (head == NULL || layers == NULL || n_layers == 0 || sample == NULL || dims == NULL || ndim > EDGEFDFA_MAX_DIMS ||
+        features == NULL || output == NULL || scratch == NULL) {
         return EDGEFDFA_HEAD_BAD_ARGUMENT;
     }
-    *head = (edgefdfa_bound_head){layers, n_layers, sample, n_sample, features, output, scratch, scratch_len, softmax};
+    *head = (edgefdfa_bound_head){layers, n_layers, sample, 1, ndim, {0}, features, output, scratch, scratch_len,
+                                  softmax};
+    for (size_t d = 0; d < ndim; ++d) {
+        if (dims[d] <= 0) return EDGEFDFA_HEAD_BAD_ARGUMENT;
+        head->dims[d] = (Py_ssize_t)dims[d];
+        head->n_sample *= (size_t)dims[d];
+    }
     return EDGEFDFA_HEAD_OK;
 }
 
@@ -97,8 +108,18 @@ static int is_float32(const char *format) {
     return format != NULL && (!strcmp(format, "f") || !strcmp(format, "<f") || !strcmp(format, "=f"));
 }
 
+/* Whether a buffer is a C-contiguous float32 sample of the bound shape. */
+static int is_sample(const edgefdfa_bound_head *head, const Py_buffer *view) {
+    if ((size_t)view->ndim != head->ndim || !is_float32(view->format)) return 0;
+    for (size_t d = 0; d < head->ndim; ++d) {
+        if (view->shape[d] != head->dims[d]) return 0;
+    }
+    return 1;
+}
+
 /* _head.load(address, sample) -> int: copy the sample into the bound sample buffer (the backbone's
- * input) and check it: 0, EDGEFDFA_SAMPLE_NOT_FINITE or EDGEFDFA_SAMPLE_NOT_A_BUFFER (nothing copied). */
+ * input) and check it: 0, EDGEFDFA_SAMPLE_NOT_FINITE or EDGEFDFA_SAMPLE_NOT_A_BUFFER (nothing copied:
+ * not a C-contiguous float32 buffer of the sample's shape). */
 static PyObject *py_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 2) {
@@ -112,7 +133,7 @@ static PyObject *py_load(PyObject *module, PyObject *const *args, Py_ssize_t nar
         PyErr_Clear();
         return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
     }
-    int fits = view.len == (Py_ssize_t)(head->n_sample * sizeof(float)) && is_float32(view.format);
+    int fits = is_sample(head, &view);
     if (fits) memcpy(head->sample, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     if (!fits) return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);

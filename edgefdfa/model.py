@@ -27,7 +27,7 @@ from . import checkpoint
 from .errors import BadModelError, BadSampleError, ConfigError
 from .formats.base import Dense, Split
 from .learner import Learner, LearnerConfig
-from .native import NotFinite
+from .native import NotASample, NotFinite
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 _F32 = np.dtype(np.float32)
@@ -99,9 +99,9 @@ class EdgeModel:
         self.session = _session(source, suffix, name, split, threads)
         shape = split.input.shape
         self.sample_shape = shape[1:] if len(shape) > 1 else shape  # the batch dimension is dropped
-        self._batched = len(shape) > 1 and not getattr(self.session, "takes_sample", False)  # run() adds it
+        self._session_checks = getattr(self.session, "checks_samples", False)  # run() takes a sample as it is
+        self._batched = len(shape) > 1 and not self._session_checks  # run() takes a batch of one
         self._fed: tuple[Learner | None, int] = (None, -1)  # (learner, n_updates) whose weights the session holds
-        self._check_finite = not getattr(self.session, "checks_finite", False)  # else the session checks
         self._zeros = np.zeros(0, np.float32)  # sized like a sample, for the finiteness check
 
     @property
@@ -155,8 +155,15 @@ class EdgeModel:
             return self.session.run(x[None] if self._batched else x, n)
         except NotFinite:
             raise _not_finite(x) from None
+        except NotASample:  # not a C-ordered float32 sample: checked here, and run as one
+            return self.session.run(np.ascontiguousarray(self._checked(x)), n)
 
     def _sample(self, x: Any) -> np.ndarray:
+        """x for _run: an array as it is where the session checks samples itself (run() raises
+        NotASample or NotFinite), else checked."""
+        return x if self._session_checks and type(x) is np.ndarray else self._checked(x)
+
+    def _checked(self, x: Any) -> np.ndarray:
         """x checked (numbers, one sample's shape, finite) as float32: x itself when it is already."""
         if type(x) is not np.ndarray or x.dtype is not _F32:  # the fast path takes a float32 array as it is
             x = np.asarray(x)
@@ -168,12 +175,11 @@ class EdgeModel:
                 d is not None and d != n for d, n in zip(self.sample_shape, x.shape))):
             expected = tuple("?" if d is None else d for d in self.sample_shape)
             raise BadSampleError(f"input has shape {x.shape}; {self.name} takes one sample of shape {expected}")
-        if self._check_finite:
-            if self._zeros.size != x.size:
-                self._zeros = np.zeros(x.size, np.float32)
-            # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0
-            if not math.isfinite(np.vdot(x, self._zeros)):
-                raise _not_finite(x)
+        if self._zeros.size != x.size:
+            self._zeros = np.zeros(x.size, np.float32)
+        # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0
+        if not math.isfinite(np.vdot(x, self._zeros)):
+            raise _not_finite(x)
         return x
 
     def head(self) -> list[Dense]:

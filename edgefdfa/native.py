@@ -20,12 +20,17 @@ from .errors import BadModelError
 from .formats.c_header import ACTIVATION_CODES as ACTIVATIONS  # edgefdfa_activation
 
 NOT_FINITE = 16  # EDGEFDFA_SAMPLE_NOT_FINITE: the sample holds NaN or Inf
-NOT_A_BUFFER = 17  # EDGEFDFA_SAMPLE_NOT_A_BUFFER: load() takes a C-contiguous float32 array of the sample's size
+NOT_A_BUFFER = 17  # EDGEFDFA_SAMPLE_NOT_A_BUFFER: load() takes a C-ordered float32 array of the sample's shape
 _F32 = np.dtype(np.float32)
 
 
 class NotFinite(Exception):
     """The compiled head refused the sample (NaN or Inf); the caller says where, in its own words."""
+
+
+class NotASample(Exception):
+    """The compiled head takes only a C-ordered float32 array of the sample's shape, as it is; the
+    caller checks anything else (and says what is wrong, or makes it one)."""
 
 
 class _Layer(ctypes.Structure):
@@ -45,7 +50,7 @@ def _load() -> tuple[ModuleType, ctypes.CDLL] | tuple[None, None]:
     lib = ctypes.PyDLL(_head.__file__)  # the same library, already loaded: its plain C entry points
     size, p = ctypes.c_size_t, ctypes.c_void_p
     lib.edgefdfa_bound_head_size.argtypes, lib.edgefdfa_bound_head_size.restype = [], size
-    lib.edgefdfa_bind.argtypes = [p, p, size, p, size, p, p, p, size, ctypes.c_int]
+    lib.edgefdfa_bind.argtypes = [p, p, size, p, size, p, p, p, p, size, ctypes.c_int]
     lib.edgefdfa_bind.restype = ctypes.c_int
     return _head, lib
 
@@ -63,9 +68,10 @@ class Head:
     sample buffer and checks it; run() reads the features and writes `output`. Each returns a status
     (0: done; see failure()). bind() points the layers at the weights, read in place."""
 
-    def __init__(self, activations: list[str], sizes: list[int], sample: np.ndarray, features: np.ndarray,
-                 softmax: bool):
-        """sizes: (n_in, n_out of each layer); sample and features: float32 buffers that stay put."""
+    def __init__(self, activations: list[str], sizes: list[int], sample: np.ndarray, shape: tuple[int, ...],
+                 features: np.ndarray, softmax: bool):
+        """sizes: (n_in, n_out of each layer); sample and features: float32 buffers that stay put; shape:
+        the shape load() takes a sample in (sample.size values)."""
         assert _MODULE is not None and _LIB is not None
         assert sample.dtype == features.dtype == _F32 and features.size == sizes[0]
         self.output = np.zeros(sizes[-1], np.float32)  # (n_out,)
@@ -75,9 +81,11 @@ class Head:
         self._buffers = (sample, features)  # held: the C side points into them
         self._bound = ctypes.create_string_buffer(_LIB.edgefdfa_bound_head_size())
         self.weights: list[np.ndarray] = []  # the arrays the layers point into, held
-        status = _LIB.edgefdfa_bind(self._bound, self._layers, len(activations), sample.ctypes.data, sample.size,
-                                    features.ctypes.data, self.output.ctypes.data, self._scratch.ctypes.data,
-                                    self._scratch.size, int(softmax))
+        dims = np.array(shape, np.int64)
+        assert dims.prod() == sample.size
+        status = _LIB.edgefdfa_bind(self._bound, self._layers, len(activations), sample.ctypes.data, dims.size,
+                                    dims.ctypes.data, features.ctypes.data, self.output.ctypes.data,
+                                    self._scratch.ctypes.data, self._scratch.size, int(softmax))
         assert status == 0, f"edgefdfa_bind: status {status}"
         # load(x) -> 0, NOT_FINITE or NOT_A_BUFFER; run() -> 0 or an edgefdfa_head_status: C calls, no Python frame
         address = ctypes.addressof(self._bound)
@@ -99,5 +107,7 @@ class Head:
 
 
 def failure(status: int) -> Exception:
-    """The error for a non-zero status of Head.load() (but NOT_A_BUFFER, which the caller mends) or Head.run()."""
-    return NotFinite() if status == NOT_FINITE else BadModelError(f"the compiled head failed with status {status}")
+    """The error for a non-zero status of Head.load() or Head.run()."""
+    if status in (NOT_FINITE, NOT_A_BUFFER):
+        return NotFinite() if status == NOT_FINITE else NotASample()
+    return BadModelError(f"the compiled head failed with status {status}")

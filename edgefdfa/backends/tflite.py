@@ -203,21 +203,22 @@ class InferenceSession:
 class CutSession:
     """The file cut in two: the backbone in the interpreter, through views held on its input and output
     buffers, and the head in C on the engine's weights in place. Per sample: a C call that copies the
-    sample into the backbone's input buffer and checks it is finite, one invoke, a C call that runs the
-    head on the backbone's output buffer. Same calls as InferenceSession; run() raises native.NotFinite for a
-    sample holding NaN or Inf (checks_finite: the caller need not check) and takes the sample without
-    the batch dimension (takes_sample)."""
+    sample into the backbone's input buffer and checks it, one invoke, a C call that runs the head on
+    the backbone's output buffer. Same calls as InferenceSession, but run() takes the sample without
+    the batch dimension, and checks it (checks_samples): native.NotASample for anything but a C-ordered
+    float32 array of the sample's shape, native.NotFinite for one holding NaN or Inf."""
 
-    checks_finite = takes_sample = True
+    checks_samples = True
 
     def __init__(self, split: Split, name: str, backbone: InferenceSession | None, x: np.ndarray,
                  features: np.ndarray):
         """x, features: the buffers the sample and the head's input are in (the same one without a backbone)."""
         self.name, self._backbone = name, backbone  # the backbone is held: x and features are its views
         self._invoke = backbone._invoke if backbone else None
-        self._features = features if backbone else None  # (n_in,) returned by run() as the second output
+        self._features = features  # (n_in,) returned by run() as the second output
         sizes = [split.head[0].W.shape[1]] + [layer.W.shape[0] for layer in split.head]
-        self._head = native.Head([layer.activation for layer in split.head], sizes, x, features, split.softmax)
+        shape = split.input.shape[1:] if len(split.input.shape) > 1 else split.input.shape  # one sample's
+        self._head = native.Head([layer.activation for layer in split.head], sizes, x, shape, features, split.softmax)
         self._load, self._run_head, self._out = self._head.load, self._head.run, self._head.output
 
     def set_weights(self, arrays: list[np.ndarray]) -> None:
@@ -232,11 +233,10 @@ class CutSession:
         self._head.bind(arrays)
 
     def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
-        """[output] (n=1) or [output, features] for one float32 sample x (shape checked by the caller), as
-        new flat float32 arrays."""
+        """[output] (n=1) or [output, features] for one sample x, as new flat float32 arrays."""
         status = self._load(x)
         if status:
-            self._load_other(x, status)
+            raise native.failure(status)
         if self._invoke is not None:
             try:
                 self._invoke()
@@ -245,14 +245,9 @@ class CutSession:
         status = self._run_head()
         if status:
             raise native.failure(status)
-        if n == 1 or self._features is None:
+        if n == 1:
             return [self._out.copy()]
         return [self._out.copy(), self._features.copy()]
-
-    def _load_other(self, x: np.ndarray, status: int) -> None:
-        """After load(x) said `status`: raise for a sample that is not finite, else load a C-ordered copy."""
-        if status != native.NOT_A_BUFFER or (status := self._load(np.ascontiguousarray(x))):
-            raise native.failure(status)
 
 
 def cut_session(split: Split, threads: int = 1, name: str = "model") -> CutSession | None:
