@@ -105,6 +105,22 @@ def test_samples_in_any_memory_layout_give_the_same_outputs(path, monkeypatch):
         assert np.allclose(fast.output_one(x), whole.output_one(np.ascontiguousarray(x)), atol=1e-5)
 
 
+def test_the_same_values_in_another_shape_or_type(path, monkeypatch):
+    """The compiled head takes a sample of the right size but another shape no more than the whole
+    file does (the same message), and one of another dtype as the same values."""
+    fast, whole = pair(path, monkeypatch)
+    x = samples(path, 1)[0][0].astype(np.float32)
+    reshaped = x.reshape(x.shape[::-1]) if x.ndim > 1 else x.reshape(1, -1)
+    messages = set()
+    for model in (fast, whole):
+        with pytest.raises(BadSampleError, match="input has shape") as e:
+            model.predict_proba_one(reshaped)
+        messages.add(str(e.value))
+    assert len(messages) == 1
+    assert np.allclose(fast.predict_proba_one(x.astype(np.float64)), whole.predict_proba_one(x), atol=1e-5)
+    assert np.allclose(fast.observe(x.tolist())[1], whole.observe(x)[1], atol=1e-5)
+
+
 def test_a_new_learner_and_a_loaded_checkpoint_are_what_the_head_reads(path, monkeypatch, tmp_path):
     fast, whole = pair(path, monkeypatch, lr=0.05)
     X, y = samples(path, 60)
