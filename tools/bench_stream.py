@@ -9,8 +9,9 @@ parsing), to show what parsing costs. Each run is a fresh
 WARMUP untimed steps, for imu-activity.onnx and .tflite and rules fdfa and bp.
 
 Stage shares come from a third kind of run, "staged": the same real OnlineRun with perf_counter_ns
-wrapped around the source's `next`, `Window.push`, `EdgeModel.observe` (backbone + head in one
-interpreter call, the head's weights re-fed after each update) and `Learner.learn_one`; "metrics"
+wrapped around the source's `next`, `Window.push`, `EdgeModel.observe` (ONNX: backbone + head in one
+interpreter call, the head's weights re-fed after each update; TFLite: the backbone in the
+interpreter and the compiled head on the weights in place) and `Learner.learn_one`; "metrics"
 is the rest of the loop (label check, scoring, loss, drift test, history, delayed-label ring,
 guard). Its windows/s is printed beside the plain CSV run's: the shares describe the real loop
 when the two agree within 15%.
