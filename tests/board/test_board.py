@@ -16,6 +16,7 @@ from firmware_bridge.protocol import NONE, DeviceTimeout, Hello, MsgType, model_
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imu-activity.onnx"
 RECORD_SPAN = 128  # board/mps2_an385/flash.h FLASH_RECORD_SPAN: flash.bin holds two record copies, then the slots
+RECORD = struct.Struct("<4I64sIB")  # efb_rx_state up to `active`: magic, generation, ids, digests, model_id, active
 MAX_FLASH, MAX_RAM = 64 * 1024, 20 * 1024  # a small Cortex-M3 part (STM32F103C8: 64 KiB flash, 20 KiB RAM)
 
 
@@ -110,6 +111,13 @@ def test_power_cut_mid_push_keeps_the_old_weights(boards, imu):
     assert np.abs(outputs_on(board.port, features) - host_outputs(second, features)).max() <= 1e-5
 
 
+def newest_record(data):
+    """(the cell of flash.bin's record copy with the larger generation, the slot it makes active)."""
+    records = [RECORD.unpack_from(data, c * RECORD_SPAN) for c in (0, 1)]
+    newer = int(np.argmax([r[1] for r in records]))
+    return newer, records[newer][-1]
+
+
 def test_power_cut_while_writing_flash_keeps_the_old_weights(boards, imu):
     """The newer of the two record copies wins at boot; a cut after a push's image reached the flash
     but before its record did (made by hand: that push's record copy erased) leaves the push before
@@ -127,8 +135,7 @@ def test_power_cut_while_writing_flash_keeps_the_old_weights(boards, imu):
 
     flash = board.workdir / "flash.bin"
     data = bytearray(flash.read_bytes())
-    generations = [struct.unpack_from("<I", data, c * RECORD_SPAN + 4)[0] for c in (0, 1)]  # efb_rx_state.generation
-    newer = int(np.argmax(generations))
+    newer, _ = newest_record(data)
     data[newer * RECORD_SPAN:(newer + 1) * RECORD_SPAN] = b"\xff" * RECORD_SPAN
     flash.write_bytes(bytes(data))
     board = boards()
@@ -148,8 +155,7 @@ def test_a_damaged_active_slot_falls_back_to_the_record_before_it(boards, imu):
     board.kill()
     flash = board.workdir / "flash.bin"
     data = bytearray(flash.read_bytes())
-    generations = [struct.unpack_from("<I", data, c * RECORD_SPAN + 4)[0] for c in (0, 1)]
-    active = data[int(np.argmax(generations)) * RECORD_SPAN + 8 + 8 + 64 + 4]  # efb_rx_state.active
+    _, active = newest_record(data)
     slot_size = 4 * img.size(img.layers_of(first))
     data[2 * RECORD_SPAN + active * slot_size + 100] ^= 0x40  # one bit of the newest weights
     flash.write_bytes(bytes(data))
