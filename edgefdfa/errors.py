@@ -30,3 +30,8 @@ class BadModelError(EdgeFDFAError, ValueError):
 
 class SourceError(EdgeFDFAError, OSError):
     """A data source cannot be opened or was lost (missing file, absent serial port, wrong arrays)."""
+
+
+class DivergedError(EdgeFDFAError, ArithmeticError):
+    """A learning step would have left a non-finite weight, bias, feedback or optimiser value; it was
+    not applied, and the learner is exactly as it was before it."""
