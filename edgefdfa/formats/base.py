@@ -5,10 +5,22 @@ Every format module (onnx.py, tflite.py) provides:
 
     SUFFIX: str                                                  ".onnx" / ".tflite"
     describe(data: bytes, name: str) -> Description             inputs, outputs, operators
+    read(path: Path) -> tuple[bytes, dict]
+        the file's bytes, self-contained (ONNX: external data read from the model's folder, refusing
+        paths that leave it, and embedded), and how the file stored them (`storage`, JSON-able: e.g.
+        {"external_data": "model.onnx.data"}; {} for a plain file)
+    write(path: Path, data: bytes, storage: dict) -> list[Path]
+        write `data` atomically the way `storage` says (ONNX: weights to an external data file beside
+        it when the source had one); returns the files written
+    describe(data: bytes, name: str) -> Description             never refuses a file it can parse
     split(data: bytes, head: int | None, name: str) -> Split    head=None: the trailing run of dense layers
-    write_head(data: bytes, head: list[tuple[W, b]], name: str) -> bytes
+    write_head(data: bytes, head: list[tuple[W, b]], name: str, ranges: np.ndarray | None = None) -> bytes
         the original file with the head's weights replaced (W (n_out, n_in), b (n_out,) float32),
-        everything else byte-for-byte the same model; the result loads in the format's interpreter.
+        everything else the same model, each layer written back in its own form (Dense.form: int8
+        weights requantized per channel, float16 as float16...); `ranges` (L, 4) float32 rows
+        [min a, max a, min h, max h] of each layer's pre- and post-activation values seen on the
+        stream recalibrate the scale and zero point of quantized activations (None: keep the file's).
+        The result loads in the format's interpreter.
     inference_model(data: bytes, head: int, name: str) -> bytes
         the whole file with its trailing `head` dense layers' weights turned into inputs and the
         head's input added as an output: inputs [model input, W0, b0, W1, b1...] in the engine's
@@ -27,6 +39,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+FORMS = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights, dequantized to float32 to run",
+    "dynamic": "dynamic-range quantized (int8 weights, float activations)",
+    "int8": "quantized (int8 weights, int32 bias, int8 activations)",
+}
+
+
 @dataclass
 class Dense:
     """One dense layer of a file's head, in the engine's convention: y = f(W x + b)."""
@@ -35,6 +55,7 @@ class Dense:
     b: np.ndarray  # (n_out,) float32
     activation: str  # identity | relu | tanh | sigmoid
     where: str  # where it sits in the file, for messages: "node 'fc1' (Gemm)", "operator 7 (FULLY_CONNECTED)"
+    form: str = "float32"  # how the file stores it: one of FORMS; W and b here are always dequantized float32
 
 
 @dataclass
@@ -42,6 +63,7 @@ class TensorInfo:
     name: str
     shape: tuple[int | None, ...]  # None (or -1 in the file) for a dynamic dimension
     dtype: str  # numpy dtype name: "float32", "int8", ...
+    quantization: tuple[float, int] | None = None  # (scale, zero point) of a per-tensor quantized integer tensor
 
 
 @dataclass
@@ -53,6 +75,8 @@ class Description:
     outputs: list[TensorInfo]
     operators: list[str]  # op types in execution order, e.g. ["Conv", "Relu", "Flatten", "Gemm", ...]
     details: dict = field(default_factory=dict)  # ir/opset version, schema version, producer...
+    head: list[str] = field(default_factory=list)  # the layers split(head=None) takes: "operator 5 (FULLY_CONNECTED): 32 -> 4, relu, int8"
+    stop: str = ""  # why the head stops where it does, and the fix when there is one ("--head 2", "re-export with ...")
 
 
 @dataclass
@@ -63,5 +87,5 @@ class Split:
     head: list[Dense]  # in forward order
     softmax: bool  # the file applies a softmax to the head's output (the engine's "ce" loss holds it)
     input: TensorInfo  # the model's input
-    head_input: TensorInfo  # the backbone's output, flattened by the runtime to (n_in,)
+    head_input: TensorInfo  # the backbone's output, flattened by the runtime to (n_in,) float32 (dequantized)
     output: TensorInfo  # the model's output
