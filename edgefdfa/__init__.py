@@ -6,7 +6,8 @@
     >>> model = edgefdfa.load("model.onnx")   # frozen backbone + trainable dense head
 """
 
-from .errors import BadModelError, BadSampleError, CheckpointError, ConfigError, EdgeFDFAError, SourceError
+from .errors import (BadModelError, BadSampleError, CheckpointError, ConfigError, DivergedError, EdgeFDFAError,
+                     SourceError)
 from .learner import MLP, Learner, LearnerConfig
 from .model import EdgeModel, load, load_checkpoint
 from .rules import RULES
@@ -16,4 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "Learner", "LearnerConfig", "RULES", "load", "load_checkpoint", "EdgeModel",
     "EdgeFDFAError", "ConfigError", "BadSampleError", "CheckpointError", "BadModelError", "SourceError",
+    "DivergedError",
 ]

@@ -38,7 +38,10 @@ def scale(alpha: float, x: np.ndarray) -> None:
 
 def sumsq(x: np.ndarray) -> float:
     """x . x for a contiguous 1-D float32 x (NumPy's dot when SciPy is absent)."""
-    return _sdot(x, x) if available else float(x.dot(x))
+    if available:
+        return _sdot(x, x)
+    with np.errstate(over="ignore"):  # an overflow is inf, which the callers refuse
+        return float(x.dot(x))
 
 
 def _probe() -> bool:

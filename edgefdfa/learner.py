@@ -18,7 +18,7 @@ import numpy as np
 
 from . import blas, checkpoint
 from .activations import ACTIVATIONS
-from .errors import BadSampleError, CheckpointError, ConfigError
+from .errors import BadSampleError, CheckpointError, ConfigError, DivergedError
 from .losses import LOSSES
 from .network import Network, Workspace
 from .optimizers import OPTIMIZERS
@@ -33,6 +33,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fg-a": {"optimizer": "sgd", "lr": 0.0005},
     "fg-w": {"optimizer": "sgd", "lr": 3e-05},
 }
+
+
+# A step is refused (DivergedError) when its gradient's squared norm exceeds this: far beyond any
+# sound step, and small enough that no weight, feedback or Adam moment can overflow float32.
+MAX_STEP_SUMSQ = 1e30
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class Learner:
     # the streaming API
 
     def learn_one(self, x: Any, y: Any) -> float:
-        """Learn from one sample; returns its loss before the update."""
+        """Learn from one sample; returns its loss before the update. A step that would leave a
+        non-finite value raises DivergedError and changes nothing."""
         self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
         self._put_target(y, 0)
         return self._update(self._one, self._target)
@@ -147,7 +153,11 @@ class Learner:
             np.copyto(bt.x, X[start:start + m], casting="unsafe")
             for i in range(m):
                 self._put_target(Y[start + i], i)
-            total += self._update(bt, self._targets[:m]) * m
+            try:
+                total += self._update(bt, self._targets[:m]) * m
+            except DivergedError as exc:
+                raise DivergedError(f"rows {start}..{start + m - 1}: {exc}" + (
+                    f" (rows before {start} were learned)" if start else "")) from None
         return total / max(len(X), 1)
 
     def predict_proba_one(self, x: Any) -> np.ndarray:
@@ -218,15 +228,38 @@ class Learner:
     # internals
 
     def _update(self, bt, targets: np.ndarray) -> float:
+        """One step: the rule's deltas (or gradient), checked, then applied. A step that is not sound
+        (see _refuse) changes nothing: weights, feedback, optimiser state, counters, random stream."""
+        rng_state = self.rng.bit_generator.state if self.rule.draws else None
         if self.fused and bt.m == 1:  # the fast path: SGD applied in place from the deltas
             loss = self.rule.deltas(bt, targets)
+            self._refuse(loss, self.net.step_sumsq(bt), bt, rng_state)
             self.net.sgd_in_place(bt, self.optimizer.lr)
         else:  # the reference: materialise the gradient, then let the optimiser step
-            loss = self.rule.gradient(bt, targets, self.optimizer.grad_scale)
+            scale = self.optimizer.grad_scale
+            loss = self.rule.gradient(bt, targets, scale)
+            self._refuse(loss, blas.sumsq(self.net.grad) / (scale * scale), bt, rng_state)
             self.optimizer.step(self.net.params, self.net.grad)
+        self.rule.commit(bt)
         self.n_seen += bt.m
         self.n_updates += 1
         return loss
+
+    def _refuse(self, loss: float, grad_sumsq: float, bt, rng_state: dict | None) -> None:
+        """Raise DivergedError, with the random stream put back, unless the loss is finite and the
+        squared norms of the gradient and of the rule's pending change are at most MAX_STEP_SUMSQ:
+        then every weight, feedback and optimiser value stays finite after the step (Adam's g^2
+        included), and nothing has been written yet."""
+        pending = self.rule.pending_sumsq(bt)
+        if math.isfinite(loss) and grad_sumsq <= MAX_STEP_SUMSQ and pending <= MAX_STEP_SUMSQ:
+            return  # NaN compares False: refused below
+        if rng_state is not None:
+            self.rng.bit_generator.state = rng_state
+        what = (f"loss {loss}" if not math.isfinite(loss) else
+                f"gradient norm {math.sqrt(grad_sumsq):.3g}" if not grad_sumsq <= MAX_STEP_SUMSQ else
+                f"feedback change {math.sqrt(pending):.3g}")
+        raise DivergedError(f"step {self.n_updates + 1} diverged ({what}, over {bt.m} sample(s)) at lr "
+                            f"{self.optimizer.lr:g}; it was not applied: lower the learning rate")
 
     def _put_features(self, x: np.ndarray, dst: np.ndarray, name: str) -> None:
         """Copy one feature vector into `dst` (n_in,) as float32, or raise BadSampleError naming the fault."""

@@ -138,6 +138,11 @@ class Network:
             if l < last:
                 t += bt.u[l]
 
+    def step_sumsq(self, bt: Batch) -> float:
+        """|gradient|^2 of one row's local step, from its deltas: |delta_l|^2 (|h_l|^2 + 1) summed over
+        layers (the weight gradient delta_l h_l^T is rank 1, the bias gradient delta_l)."""
+        return sum(blas.sumsq(delta) * (blas.sumsq(h) + 1.0) for delta, h in zip(bt.delta_row, bt.h_row))
+
     def sgd_in_place(self, bt: Batch, lr: float) -> None:
         """W_l -= lr delta_l^T h_l and b_l -= lr delta_l for one row, fused (BLAS ger and axpy: W
         read and written once, no gradient array)."""

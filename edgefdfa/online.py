@@ -2,14 +2,13 @@
 
 For each sample (or window of samples): predict, score the prediction against the label, then
 learn from the sample whose label is due (`delay` samples later). Around that: drift detection on
-the loss with an optional reaction, a divergence guard that rolls back to the last good state when
-the loss turns non-finite, and periodic atomic checkpoints that hold everything needed to resume
+the loss with an optional reaction, steps the learner refuses as diverged (DivergedError: not
+applied) reported as events, and periodic atomic checkpoints that hold everything needed to resume
 exactly: the model, the stream position, the window and the samples still waiting for labels.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 
 from . import checkpoint
 from .drift import PageHinkley
-from .errors import BadSampleError, ConfigError
+from .errors import BadSampleError, ConfigError, DivergedError
 from .learner import Learner
 from .metrics import Prequential
 from .model import EdgeModel
@@ -35,33 +34,11 @@ class RunConfig:
     rolling: int = 200  # rolling metrics over the last N scored samples
     checkpoint: str | None = None  # periodic atomic checkpoints go here, and a final one
     checkpoint_every: float = 30.0  # seconds between periodic checkpoints
-    guard_every: int = 100  # learned samples between snapshots of the last good state
     drift: str = "report"  # report | boost-lr | reset-feedback: what a detected drift does
     drift_clip: float = 3.0  # the detector sees min(loss, clip): one confident miss counts as one miss
     boost: float = 3.0  # boost-lr: multiply the learning rate by this ...
     boost_samples: int = 300  # ... for this many learned samples
     history_every: int = 5  # one point of the accuracy/loss history every N scored samples
-
-
-class LastGood:
-    """A preallocated copy of the learner's state, refreshed only while its weights are finite."""
-
-    def __init__(self, learner: Learner):
-        arrays, meta = learner.state()
-        self.arrays = {k: v.copy() for k, v in arrays.items()}
-        self.meta = json.loads(json.dumps(meta))
-
-    def take(self, learner: Learner) -> bool:
-        if not np.isfinite(learner.net.params).all():
-            return False
-        arrays, meta = learner.state()
-        for k, v in arrays.items():
-            np.copyto(self.arrays[k], v)
-        self.meta = json.loads(json.dumps(meta))
-        return True
-
-    def restore(self, learner: Learner) -> None:
-        learner.load_state(self.arrays, self.meta)
 
 
 class OnlineRun:
@@ -80,9 +57,8 @@ class OnlineRun:
         self.metrics = Prequential(self.classification, config.rolling)
         self.delayed = DelayedLabels(config.delay, self.learner.n_inputs)
         self.drift = PageHinkley()
-        self.guard = LastGood(self.learner)
         self.consumed = 0  # source samples taken from the stream, across passes (the resume position)
-        self.events: list[dict] = []  # drift points and rollbacks
+        self.events: list[dict] = []  # drift points and refused (diverged) steps
         self.skipped_by: dict[str, int] = {}  # samples the loop refused, by reason (the source counts its own)
         self.history: list[tuple[int, float, float]] = []  # (scored samples, rolling score, rolling loss)
         self._boost_left = 0
@@ -165,17 +141,15 @@ class OnlineRun:
         return float(np.mean((out - np.asarray(y, dtype=np.float64)) ** 2))
 
     def _learn(self, features: np.ndarray, y: Any) -> None:
-        loss = self.learner.learn_one(features, y)
-        if not math.isfinite(loss):  # the weights went bad on an earlier update: roll back
-            self.guard.restore(self.learner)
-            self._event("rollback", f"loss {loss} at sample {self.consumed}: restored the last good state")
+        try:
+            self.learner.learn_one(features, y)
+        except DivergedError as exc:  # the step was not applied: the learner is as it was
+            self._event("diverged", f"sample {self.consumed}: {exc}")
             return
         if self._boost_left:
             self._boost_left -= 1
             if not self._boost_left:
                 self.learner.optimizer.set_lr(self._base_lr)
-        if self.learner.n_seen % self.config.guard_every == 0:
-            self.guard.take(self.learner)
 
     def _react(self) -> None:
         detail = "reported"
@@ -238,7 +212,6 @@ class OnlineRun:
             self.window.load_state({"ring": arrays["run.window.ring"]}, run["window"])
         if self.norm is not None and "norm" in run:
             self.norm.load_state({"mean": arrays["run.norm.mean"], "m2": arrays["run.norm.m2"]}, run["norm"])
-        self.guard.take(self.learner)
 
     def summary(self) -> dict:
         return {**self.metrics.snapshot(), "consumed": self.consumed, "learned": self.learner.n_seen,

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 class Rule:
-    """Fills `net.grad` with a gradient (exact or estimated) for one batch and returns its mean loss.
+    """Fills `net.grad` with a gradient (exact or estimated) for one batch and returns its mean loss;
+    changes no state of its own until `commit`, so a step found unsound is dropped whole.
 
     A rule owns only its own state (feedback matrices, directions); the network owns the weights,
     the workspace owns the per-sample buffers, the optimiser applies the update. A `local` rule's
@@ -23,6 +24,7 @@ class Rule:
 
     name: ClassVar[str] = ""
     local: ClassVar[bool] = True
+    draws: ClassVar[bool] = False  # a step consumes random draws (the learner keeps the stream exact on a refusal)
 
     def __init__(self, net: "Network", loss: "Loss", rng: np.random.Generator, config: "LearnerConfig"):
         self.net, self.loss, self.rng, self.config = net, loss, rng, config
@@ -36,6 +38,14 @@ class Rule:
     def deltas(self, bt: "Batch", target: np.ndarray, scale: float = 1.0) -> float:
         """Write scale * dL/da_l (exact or estimated) into bt.delta[l] for every layer; return the loss."""
         raise NotImplementedError
+
+    def pending_sumsq(self, bt: "Batch") -> float:
+        """A squared size of the change `commit` would make to the rule's own state, checked (finite,
+        bounded) with the gradient before the step is applied; 0 for a rule that learns no state."""
+        return 0.0
+
+    def commit(self, bt: "Batch") -> None:
+        """Update the rule's own state (feedback) from the batch, once the step is known to be sound."""
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays a checkpoint must hold for this rule to continue exactly."""

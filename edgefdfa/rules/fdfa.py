@@ -28,6 +28,8 @@ class FDFA(Rule):
         _, self.J = feedback_matrices(net.sizes[-1], hidden)  # scratch for alpha J~_l
         self.d = np.zeros((config.batch_size, net.sizes[-1]), dtype=np.float32)  # alpha d / (m sigma^2)
 
+    draws = True
+
     def deltas(self, bt, target, scale=1.0):
         self.draw_perturbations(bt)
         self.net.forward_tangent(bt)
@@ -35,22 +37,33 @@ class FDFA(Rule):
         for B, delta, df in zip(self.B, bt.delta, bt.df):
             np.dot(bt.e, B, out=delta)  # hidden error e B_l, (m, K) @ (K, n_l)
             delta *= df
-        # B <- (1 - alpha) B + alpha J~, J~ = (sum over rows of d u^T) / (m sigma^2)
+        return loss
+
+    def pending_sumsq(self, bt):
+        """c^2 |D|^2 sum_l |U_l|^2 >= |c D^T U_l|^2 summed over layers: bounds the change commit() makes."""
+        if not self.B:
+            return 0.0
+        c = self.config.alpha / (bt.m * self.config.sigma ** 2)
+        u = sum(blas.sumsq(u.reshape(-1)) for u in bt.u)
+        return c * c * blas.sumsq(bt.ht[-1].reshape(-1)) * u
+
+    def commit(self, bt):
+        """B <- (1 - alpha) B + alpha J~, J~ = (sum over rows of d u^T) / (m sigma^2)."""
+        if not self.B:  # a one-layer head has no hidden layer to feed back to
+            return
         alpha = self.config.alpha
         c = alpha / (bt.m * self.config.sigma ** 2)
         d = bt.ht[-1]  # the output tangent, (m, K)
         if bt.m == 1 and blas.available:  # every B_l in one pass, then a fused rank-1 update per layer
             blas.scale(1.0 - alpha, self.flat)
-            d = d[0]
             for BT, u in zip(self.BT, bt.u_row):
-                blas.rank1_update(BT, c, d, u)
-            return loss
+                blas.rank1_update(BT, c, d[0], u)
+            return
         self.flat *= 1.0 - alpha
         np.multiply(d, c, out=self.d[:bt.m])
         for B, J, u in zip(self.B, self.J, bt.u):
             outer_sum(self.d[:bt.m], u, out=J)
             B += J
-        return loss
 
     def reset_feedback(self):
         self.flat.fill(0.0)  # B_l = 0 again: re-estimated from the new regime's Jacobians

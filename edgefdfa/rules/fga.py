@@ -14,6 +14,7 @@ from .base import Rule
 
 class FGA(Rule):
     name = "fg-a"
+    draws = True
 
     def __init__(self, net, loss, rng, config):
         super().__init__(net, loss, rng, config)

@@ -10,6 +10,7 @@ from .base import Rule
 
 class FGW(Rule):
     name = "fg-w"
+    draws = True
     local = False  # one estimate for all parameters at once, not per-layer deltas
 
     def __init__(self, net, loss, rng, config):

@@ -14,10 +14,12 @@ def cosine(a, b):
 
 
 def estimate(learner, x, y):
-    """The rule's gradient for one sample, without an optimiser step."""
+    """The rule's gradient for one sample, without an optimiser step (the rule's own state, FDFA's
+    feedback, learns from it)."""
     bt = learner.workspace.batch(1)
     bt.x[0] = x
     learner.rule.gradient(bt, np.array([y]))
+    learner.rule.commit(bt)
     return learner.net.grad.copy()
 
 
