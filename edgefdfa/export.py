@@ -40,11 +40,14 @@ def export(obj: Learner | EdgeModel, path: str | os.PathLike, fmt: str) -> str:
     for layer in layers:
         if not (np.isfinite(layer.W).all() and np.isfinite(layer.b).all()):
             raise BadModelError(f"{name}: {layer.where} holds NaN or Inf weights; refusing to export a diverged head")
+    storage: dict = {}
     if fmt in ("onnx", "tflite"):
         module = format_module(f".{fmt}")
         if isinstance(obj, EdgeModel) and obj.suffix == f".{fmt}":
-            data = module.write_head(obj.source, [(d.W, d.b) for d in layers], obj.name)
-            what = f"{name} with its learned head"
+            data = module.write_head(obj.source, [(d.W, d.b) for d in layers], obj.name, obj.learner.ranges)
+            storage = obj.storage
+            forms = sorted({d.form for d in layers} - {"float32"})
+            what = f"{name} with its learned head" + (f" ({', '.join(forms)}, as the file had it)" if forms else "")
         else:
             data = module.dense_model([(d.W, d.b, d.activation) for d in layers], softmax=softmax)
             what = f"the head of {name} alone (input: the head's {layers[0].W.shape[1]} features)"
@@ -54,9 +57,14 @@ def export(obj: Learner | EdgeModel, path: str | os.PathLike, fmt: str) -> str:
     else:
         data = bundle.pack(bundle.head_tensors(layers))
         what = "head bundle"
-    with atomic_write(path) as f:
-        f.write(data)
-    return f"{path}: {what}, {len(data):,} bytes"
+    if fmt in ("onnx", "tflite"):
+        written = format_module(f".{fmt}").write(Path(path), data, storage)
+    else:
+        with atomic_write(path) as f:
+            f.write(data)
+        written = [Path(path)]
+    size = sum(p.stat().st_size for p in written)
+    return f"{', '.join(map(str, written))}: {what}, {size:,} bytes"
 
 
 def _c_prefix(path: str | os.PathLike) -> str:

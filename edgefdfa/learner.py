@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import blas, checkpoint
+from . import blas, checkpoint, native
 from .activations import ACTIVATIONS
 from .errors import BadSampleError, CheckpointError, ConfigError, DivergedError
 from .losses import LOSSES
@@ -112,8 +112,17 @@ class Learner:
         self._out = np.zeros(K, dtype=np.float32)
         # fused in-place SGD for single samples, when BLAS ger is at hand (see blas.py)
         self.fused = blas.available and self.rule.local and cfg.optimizer == "sgd"
+        # predictions in C on the weights in place, where the extension is built (see native.py)
+        self._compiled = (native.Forward(self.net.W, self.net.b, list(cfg.activations), self._x)
+                          if native.compiles(list(cfg.activations)) else None)
+        self.ranges: np.ndarray | None = None  # (L, 4) [min a, max a, min h, max h] per layer, when tracked
         self.n_seen = 0  # samples learned from
         self.n_updates = 0  # optimiser steps taken
+
+    @property
+    def compiled(self) -> bool:
+        """Whether predictions run in C (the extension is built and EDGEFDFA_NATIVE is not 0)."""
+        return self._compiled is not None and self.ranges is None
 
     @property
     def n_inputs(self) -> int:
@@ -160,18 +169,50 @@ class Learner:
                     f" (rows before {start} were learned)" if start else "")) from None
         return total / max(len(X), 1)
 
+    def output_one(self, x: Any, probabilities: bool = False) -> np.ndarray:
+        """The network's output for one sample as a new (K,) array: raw (logits for ce), or with
+        probabilities=True what predict_proba_one gives. Compiled where it can be (native.py)."""
+        compiled = self._compiled
+        if compiled is not None and self.ranges is None:
+            if compiled.load(x):  # not a finite C-ordered float32 row as it is: checked, named or cast here
+                self._put_features(np.asarray(x), self._x, "x")
+            if self.loss.classification and probabilities:
+                compiled.probabilities()
+                return compiled.output_probabilities.copy()
+            compiled.raw()
+            return compiled.output_raw.copy()
+        bt = self._one
+        self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
+        self.net.forward(bt, derivatives=False)
+        if self.ranges is not None:
+            self._track(bt)
+        if probabilities:
+            self.loss.output(bt.y, self._out[None, :])
+            return self._out.copy()
+        return bt.y[0].copy()
+
     def predict_proba_one(self, x: Any) -> np.ndarray:
         """Class probabilities (ce) or the prediction itself (mse), as a new (K,) array."""
-        bt = self._one
-        self._put_features(np.asarray(x), self._x, "x")
-        self.net.forward(bt, derivatives=False)
-        self.loss.output(bt.y, self._out[None, :])
-        return self._out.copy()
+        return self.output_one(x, probabilities=True)
 
     def predict_one(self, x: Any) -> int | np.ndarray:
         """The predicted class index (ce) or the (K,) prediction (mse)."""
-        out = self.predict_proba_one(x)
+        out = self.output_one(x)
         return int(np.argmax(out)) if self.loss.classification else out
+
+    def track_ranges(self) -> None:
+        """From now on, keep the range of every layer's pre- and post-activation values over the
+        samples predicted (`ranges`): what a quantized export calibrates its activations from.
+        Fixed memory; predictions then run in NumPy."""
+        if self.ranges is None:
+            L = self.net.n_layers
+            self.ranges = np.array([[np.inf, -np.inf, np.inf, -np.inf]] * L, np.float32)
+
+    def _track(self, bt) -> None:
+        for l, r in enumerate(self.ranges):
+            a, h = bt.ap[l], bt.hp[l + 1]
+            r[0], r[1] = min(r[0], a.min()), max(r[1], a.max())
+            r[2], r[3] = min(r[2], h.min()), max(r[3], h.max())
 
     # checkpoints
 
@@ -187,6 +228,8 @@ class Learner:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(arrays, JSON-able metadata) holding everything needed to continue exactly."""
         arrays = {"params": self.net.params}
+        if self.ranges is not None:
+            arrays["ranges"] = self.ranges
         arrays.update({f"rule.{k}": v for k, v in self.rule.state().items()})
         arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
         meta = {
@@ -220,6 +263,11 @@ class Learner:
         if arrays["params"].shape != self.net.params.shape:
             raise ValueError(f"params has shape {arrays['params'].shape}, expected {self.net.params.shape}")
         self.net.params[...] = arrays["params"]
+        if "ranges" in arrays:
+            if arrays["ranges"].shape != (self.net.n_layers, 4):
+                raise ValueError(f"ranges has shape {arrays['ranges'].shape}, expected {(self.net.n_layers, 4)}")
+            self.track_ranges()
+            self.ranges[...] = arrays["ranges"]
         self.rule.load_state(section("rule."))
         self.optimizer.load_state(section("optimizer."))
         self.rng.bit_generator.state = meta["rng"]

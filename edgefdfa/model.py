@@ -1,8 +1,8 @@
-"""A model file split into a frozen backbone and a trainable dense head, trained by the engine. The
-whole file runs in its own interpreter, its head's weights fed from the engine's live parameters (or,
-for TFLite where the compiled head is built, the backbone runs in the interpreter and the head in C on
-those parameters in place: backends/tflite.py CutSession), so one call per sample gives the output
-with the current head and the features the head learns from:
+"""A model file split into a frozen backbone and a trainable dense head. The backbone runs in the
+file's own interpreter as a feature extractor (backends/<name>.py Backbone: quantized files run
+quantized, as they are); the head is the learner's and is computed only by it (in C where the
+extension is built, else in NumPy), so one call per sample gives the output with the current head
+and the features the head learns from:
 
     model = edgefdfa.load("imu.onnx")           # or .tflite; head=N takes the trailing N dense layers
     model.predict_one(window); model.learn_one(window, label)
@@ -25,9 +25,9 @@ import numpy as np
 
 from . import checkpoint
 from .errors import BadModelError, BadSampleError, ConfigError
+from .backends.base import Identity, sample_shape
 from .formats.base import Dense, Split
 from .learner import Learner, LearnerConfig
-from .native import NotASample, NotFinite
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 _F32 = np.dtype(np.float32)
@@ -49,10 +49,7 @@ def load(path: str | os.PathLike, head: int | None = None, *, rule: str = "fdfa"
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise BadModelError(f"{path.name}: unknown model format {suffix!r}; edgefdfa reads {', '.join(FORMATS)}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadModelError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
+    data, storage = format_module(suffix).read(path)
     split = format_module(suffix).split(data, head, path.name)
     if loss == "mse" and split.softmax:
         raise ConfigError(f"{path.name} ends in Softmax: a classifier head learns with loss='ce', not 'mse'")
@@ -61,7 +58,9 @@ def load(path: str | os.PathLike, head: int | None = None, *, rule: str = "fdfa"
     learner = Learner(LearnerConfig(sizes, activations, rule=rule, loss=loss, seed=seed, **options))
     for W, b, layer in zip(learner.net.W, learner.net.b, split.head):
         W[...], b[...] = layer.W, layer.b
-    return EdgeModel(data, suffix, path.name, split, learner, threads)
+    if any(layer.form == "int8" for layer in split.head):
+        learner.track_ranges()  # a quantized export recalibrates the activations from what the stream showed
+    return EdgeModel(data, suffix, path.name, split, learner, threads, storage)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
@@ -73,16 +72,7 @@ def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
     m = meta["model"]
     source = arrays["model.source"].tobytes()
     split = format_module(m["format"]).split(source, m["head"], m["name"])
-    return EdgeModel(source, m["format"], m["name"], split, learner, m["threads"])
-
-
-def _session(source: bytes, suffix: str, name: str, split: Split, threads: int) -> Any:
-    """The backend's cut_session (backbone in the interpreter, head compiled) where it has one that can
-    run the file, else its InferenceSession on the whole file with the head's weights as inputs."""
-    backend = backend_module(suffix)
-    model = format_module(suffix).inference_model(source, len(split.head), name)  # built for its checks too
-    cut = getattr(backend, "cut_session", None)
-    return (cut(split, threads, name) if cut else None) or backend.InferenceSession(model, threads, name)
+    return EdgeModel(source, m["format"], m["name"], split, learner, m["threads"], m.get("storage", {}))
 
 
 def _not_finite(x: np.ndarray) -> BadSampleError:
@@ -90,18 +80,19 @@ def _not_finite(x: np.ndarray) -> BadSampleError:
 
 
 class EdgeModel:
-    """The whole file in its interpreter, its head's weights fed from the engine's live parameters, and
-    the head trained by the engine. Samples are one model input without the batch dim."""
+    """A model file's frozen backbone in its interpreter and its head in the learner, trained by the
+    engine. Samples are one model input without the batch dimension."""
 
-    def __init__(self, source: bytes, suffix: str, name: str, split: Split, learner: Learner, threads: int):
+    def __init__(self, source: bytes, suffix: str, name: str, split: Split, learner: Learner, threads: int,
+                 storage: dict | None = None):
         self.source, self.suffix, self.name, self.split = source, suffix, name, split
-        self.learner, self.threads = learner, threads
-        self.session = _session(source, suffix, name, split, threads)
-        shape = split.input.shape
-        self.sample_shape = shape[1:] if len(shape) > 1 else shape  # the batch dimension is dropped
-        self._session_checks = getattr(self.session, "checks_samples", False)  # run() takes a sample as it is
-        self._batched = len(shape) > 1 and not self._session_checks  # run() takes a batch of one
-        self._fed: tuple[Learner | None, int] = (None, -1)  # (learner, n_updates) whose weights the session holds
+        self.learner, self.threads, self.storage = learner, threads, storage or {}
+        self.sample_shape = sample_shape(split.input.shape)
+        self.backbone = (Identity(self.sample_shape, learner.n_inputs) if split.backbone is None
+                         else backend_module(suffix).Backbone(split.backbone, threads, name))
+        if self.backbone.n_features != learner.n_inputs:
+            raise BadModelError(f"{name}: the backbone gives {self.backbone.n_features} features; the head takes "
+                                f"{learner.n_inputs}")
         self._zeros = np.zeros(0, np.float32)  # sized like a sample, for the finiteness check
 
     @property
@@ -109,59 +100,29 @@ class EdgeModel:
         return self.learner.n_inputs
 
     def observe(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(what the file outputs for x with the head as it is now, the head's input (n_features,)), as
-        new float32 arrays, from one interpreter call: the output is probabilities if the file ends in
-        Softmax. `model.learner.learn_one(features, y)` then learns from what the head saw.
-
-        The interpreter is given the head's weights again whenever the learner has taken a step
-        (learner.n_updates changed) or was replaced; weights written into learner.net by hand are seen
-        by onnxruntime and the compiled TFLite head at once (they read them in place) and by the whole
-        file in TFLite after the next step.
-        """
-        x = self._sample(x)
-        outputs = self._run(x, None)
-        return outputs[0], outputs[1] if len(outputs) > 1 else x.reshape(-1).copy()
+        """(what the file outputs for x with the head as it is now, the head's input (n_features,)),
+        as new float32 arrays: the output is probabilities if the file ends in Softmax.
+        `model.learner.learn_one(features, y)` then learns from what the head saw."""
+        features = self.backbone.features(self._checked(x))
+        return self.learner.output_one(features, probabilities=self.split.softmax), features.copy()
 
     def features(self, x: Any) -> np.ndarray:
         """The head's input for one sample: the backbone's output, flattened to (n_features,)."""
-        return self.observe(x)[1]
+        return self.backbone.features(self._checked(x)).copy()
 
     def learn_one(self, x: Any, y: Any) -> float:
-        return self.learner.learn_one(self.observe(x)[1], y)
+        return self.learner.learn_one(self.backbone.features(self._checked(x)), y)
 
     def predict_one(self, x: Any) -> int | np.ndarray:
-        out = self._run(self._sample(x), 1)[0]
-        return int(np.argmax(out)) if self.learner.loss.classification else out
+        return self.learner.predict_one(self.backbone.features(self._checked(x)))
 
     def predict_proba_one(self, x: Any) -> np.ndarray:
-        """Class probabilities (ce: the file's Softmax, or a softmax of its output) or the prediction (mse)."""
-        out = self._run(self._sample(x), 1)[0]
-        if not self.split.softmax and self.learner.loss.classification:
-            self.learner.loss.output(out[None], out[None])
-        return out
+        """Class probabilities (ce) or the prediction (mse)."""
+        return self.learner.predict_proba_one(self.backbone.features(self._checked(x)))
 
     def output_one(self, x: Any) -> np.ndarray:
         """What the (exported) file outputs for x: probabilities if it ends in Softmax, else raw values."""
-        return self._run(self._sample(x), 1)[0]
-
-    def _run(self, x: np.ndarray, n: int | None) -> list[np.ndarray]:
-        """The file's first n outputs (all: n=None) for a checked sample, flat, with the head as it is now."""
-        learner = self.learner
-        if self._fed[0] is not learner or self._fed[1] != learner.n_updates:
-            net = learner.net
-            self.session.set_weights([a for W, b in zip(net.W, net.b) for a in (W, b)])
-            self._fed = (learner, learner.n_updates)
-        try:
-            return self.session.run(x[None] if self._batched else x, n)
-        except NotFinite:
-            raise _not_finite(x) from None
-        except NotASample:  # not a C-ordered float32 sample: checked here, and run as one
-            return self.session.run(np.ascontiguousarray(self._checked(x)), n)
-
-    def _sample(self, x: Any) -> np.ndarray:
-        """x for _run: an array as it is where the session checks samples itself (run() raises
-        NotASample or NotFinite), else checked."""
-        return x if self._session_checks and type(x) is np.ndarray else self._checked(x)
+        return self.observe(x)[0]
 
     def _checked(self, x: Any) -> np.ndarray:
         """x checked (numbers, one sample's shape, finite) as float32: x itself when it is already."""
@@ -183,15 +144,16 @@ class EdgeModel:
         return x
 
     def head(self) -> list[Dense]:
-        """The head's current layers (copies), in the file's order."""
-        return [Dense(W.copy(), b.copy(), layer.activation, layer.where)
+        """The head's current layers (copies), in the file's order and forms."""
+        return [Dense(W.copy(), b.copy(), layer.activation, layer.where, layer.form)
                 for W, b, layer in zip(self.learner.net.W, self.learner.net.b, self.split.head)]
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The learner's state plus the source file: a checkpoint of it needs nothing else."""
         arrays, meta = self.learner.state()
         arrays["model.source"] = np.frombuffer(self.source, dtype=np.uint8)
-        meta["model"] = {"name": self.name, "format": self.suffix, "head": len(self.split.head), "threads": self.threads}
+        meta["model"] = {"name": self.name, "format": self.suffix, "head": len(self.split.head),
+                         "threads": self.threads, "storage": self.storage}
         return arrays, meta
 
     def save(self, path: str | os.PathLike) -> None:

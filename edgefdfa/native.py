@@ -1,10 +1,10 @@
-"""The compiled head: edgefdfa/_head.c (the firmware's dense forward pass, bound once to a sample's
-buffers). It lets a TFLite file's head run outside the interpreter on the engine's weights in place
-(see backends/tflite.py CutSession): per sample, the extension module's load() and run(), CPython
-calls; the setup calls go through ctypes on the same library.
+"""The compiled forward pass: edgefdfa/_head.c (the firmware's dense forward pass, bound once to
+the learner's input row and to its weights in place), the learner's fast path for predictions. Per
+sample, the extension module's load() and run(), CPython calls; the setup calls go through ctypes
+on the same library.
 
 `available()` is False when the module was not built (no C compiler or no Python headers at install)
-or the environment sets EDGEFDFA_NATIVE=0; EdgeModel then runs the whole file in the interpreter.
+or the environment sets EDGEFDFA_NATIVE=0; the learner then predicts in NumPy.
 """
 
 from __future__ import annotations
@@ -22,15 +22,6 @@ from .formats.c_header import ACTIVATION_CODES as ACTIVATIONS  # edgefdfa_activa
 NOT_FINITE = 16  # EDGEFDFA_SAMPLE_NOT_FINITE: the sample holds NaN or Inf
 NOT_A_BUFFER = 17  # EDGEFDFA_SAMPLE_NOT_A_BUFFER: load() takes a C-ordered float32 array of the sample's shape
 _F32 = np.dtype(np.float32)
-
-
-class NotFinite(Exception):
-    """The compiled head refused the sample (NaN or Inf); the caller says where, in its own words."""
-
-
-class NotASample(Exception):
-    """The compiled head takes only a C-ordered float32 array of the sample's shape, as it is; the
-    caller checks anything else (and says what is wrong, or makes it one)."""
 
 
 class _Layer(ctypes.Structure):
@@ -106,8 +97,22 @@ class Head:
         self.weights = list(arrays)
 
 
-def failure(status: int) -> Exception:
-    """The error for a non-zero status of Head.load() or Head.run()."""
-    if status in (NOT_FINITE, NOT_A_BUFFER):
-        return NotFinite() if status == NOT_FINITE else NotASample()
-    return BadModelError(f"the compiled head failed with status {status}")
+class Forward:
+    """A network's forward pass in C, bound to its input row `x` and its weights (read in place, so a
+    learning step is seen at once). load(v) copies v into x if it is a C-ordered float32 array of x's
+    shape and finite, returning 0 (else NOT_A_BUFFER or NOT_FINITE: the caller checks v itself);
+    then raw() or probabilities() (a softmax) fill `output_raw` or `output_probabilities`, returning 0."""
+
+    def __init__(self, W: list[np.ndarray], b: list[np.ndarray], activations: list[str], x: np.ndarray):
+        sizes = [W[0].shape[1]] + [w.shape[0] for w in W]
+        self._heads = heads = [Head(activations, sizes, x, x.shape, x, softmax) for softmax in (False, True)]  # held
+        for head in heads:
+            head.bind([a for pair in zip(W, b) for a in pair])
+        self.load = heads[0].load
+        self.raw, self.probabilities = heads[0].run, heads[1].run
+        self.output_raw, self.output_probabilities = heads[0].output, heads[1].output
+
+
+def compiles(activations: list[str]) -> bool:
+    """Whether the compiled forward pass is at hand and runs these activations."""
+    return available() and all(a in ACTIVATIONS for a in activations)

@@ -1,4 +1,4 @@
-"""The onnxruntime backend: run an .onnx model's bytes on one input, on the CPU, with set threads."""
+"""The onnxruntime backend: run an .onnx model's bytes, whole or as a backbone, on the CPU, with set threads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import onnxruntime as ort
 
 from ..errors import BadModelError, ConfigError
 from ..formats.base import TensorInfo
+from . import base
 
 NAME = "onnxruntime"
 _DTYPES = {  # onnxruntime's type names -> numpy's
@@ -43,55 +44,47 @@ class Session:
         return np.array(y, dtype=np.float32)
 
 
-class InferenceSession:
-    """A format's inference_model in onnxruntime, run through an IOBinding: the head's weights are bound
-    once and read in place at every run (learning that writes them in place needs no new set_weights);
-    the input is copied into a bound buffer; outputs of a fixed shape are written into bound buffers
-    (copied out), others allocated by onnxruntime at each run."""
+class Backbone(base.Backbone):
+    """The backbone file in onnxruntime through an IOBinding: the sample is copied into an input
+    buffer bound once, and the features read from an output buffer bound once where the output's
+    shape is fixed (else copied out of the one onnxruntime allocates)."""
 
     def __init__(self, model: bytes, threads: int = 1, name: str = "model"):
         self.name = name
         self._session = _load(model, threads, name)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        self.input = _info(inputs[0], name)
-        self.outputs = [_info(o, name) for o in outputs]
-        self._weight_names, self._weights = [i.name for i in inputs[1:]], []
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BadModelError(f"{name}: the backbone has {len(inputs)} inputs and {len(outputs)} outputs; "
+                                "it needs one of each")
+        self.input, self.output = _info(inputs[0], name), _info(outputs[0], name)
+        self.sample_shape = base.sample_shape(self.input.shape)
         self._binding = self._session.io_binding()
-        self._x = self._bind_input(tuple(1 if d is None else d for d in self.input.shape))  # one sample
-        self._y: list[np.ndarray] | None = None  # the bound output buffers, flat views
-        if None not in self.input.shape and all(None not in o.shape for o in self.outputs):
-            buffers = [np.zeros(o.shape, o.dtype) for o in self.outputs]
-            for output, y in zip(self.outputs, buffers):
-                self._binding.bind_output(output.name, "cpu", 0, y.dtype, y.shape, y.ctypes.data)
-            self._y = [y.reshape(-1) for y in buffers]
+        one = np.zeros(tuple(d or 1 for d in self.sample_shape), np.float32)  # a sample, dynamic sizes 1
+        self._x = self._bind_input(base.batch_of_one(self.input.shape, one.shape))
+        self._y = None  # the bound output buffer, flat float32
+        if None not in self.input.shape[1:] and None not in self.output.shape[1:] and self.output.dtype == "float32":
+            y = np.zeros(tuple(d or 1 for d in self.output.shape), np.float32)  # a dynamic batch is 1 here
+            self._binding.bind_output(self.output.name, "cpu", 0, y.dtype, y.shape, y.ctypes.data)
+            self._y = y.reshape(-1)
         else:
-            for output in outputs:
-                self._binding.bind_output(output.name, "cpu")
+            self._binding.bind_output(self.output.name, "cpu")
+        self.n_features = self._run(one).size
 
-    def set_weights(self, arrays: list[np.ndarray]) -> None:
-        """Bind [W0, b0, W1, b1...] (C-contiguous float32, kept alive here), read in place from now on."""
-        if len(arrays) == len(self._weights) and all(a is b for a, b in zip(arrays, self._weights)):
-            return  # bound already
-        if len(arrays) != len(self._weight_names):
-            raise BadModelError(f"{self.name}: the model takes {len(self._weight_names)} weight inputs, given {len(arrays)}")
-        for name, a in zip(self._weight_names, arrays):
-            assert a.dtype == np.float32 and a.flags.c_contiguous, name  # else onnxruntime would bind a copy
-            self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(a))
-        self._weights = list(arrays)
+    def features(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x)
 
-    def run(self, x: np.ndarray, n: int | None = None) -> list[np.ndarray]:
-        """The first n outputs (all by default) for x (shape checked by the caller, batch dimension
-        included), as new flat arrays."""
-        if x.shape != self._x.shape:  # a dynamic dimension: a buffer of the new shape
-            self._x = self._bind_input(x.shape)
-        self._x[...] = x  # casts to the input's dtype
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        shape = base.batch_of_one(self.input.shape, x.shape)
+        if shape != self._x.shape:  # a dynamic dimension: a buffer of the new shape
+            self._x = self._bind_input(shape)
+        self._x.reshape(x.shape)[...] = x  # casts to the input's dtype
         try:
             self._session.run_with_iobinding(self._binding)
         except Exception as exc:  # a shape the model rejects inside (e.g. a Reshape)
             raise BadModelError(f"{self.name}: onnxruntime failed on input of shape {x.shape}: {exc}") from None
         if self._y is not None:
-            return [y.copy() for y in self._y[:n]]
-        return [y.reshape(-1) for y in self._binding.copy_outputs_to_cpu()[:n]]
+            return self._y
+        return np.asarray(self._binding.copy_outputs_to_cpu()[0], np.float32).reshape(-1)
 
     def _bind_input(self, shape: tuple[int, ...]) -> np.ndarray:
         buffer = np.zeros(shape, self.input.dtype)

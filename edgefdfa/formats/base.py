@@ -4,7 +4,6 @@ the same format) and a trainable head of dense layers, plus what `edgefdfa info`
 Every format module (onnx.py, tflite.py) provides:
 
     SUFFIX: str                                                  ".onnx" / ".tflite"
-    describe(data: bytes, name: str) -> Description             inputs, outputs, operators
     read(path: Path) -> tuple[bytes, dict]
         the file's bytes, self-contained (ONNX: external data read from the model's folder, refusing
         paths that leave it, and embedded), and how the file stored them (`storage`, JSON-able: e.g.
@@ -12,7 +11,8 @@ Every format module (onnx.py, tflite.py) provides:
     write(path: Path, data: bytes, storage: dict) -> list[Path]
         write `data` atomically the way `storage` says (ONNX: weights to an external data file beside
         it when the source had one); returns the files written
-    describe(data: bytes, name: str) -> Description             never refuses a file it can parse
+    describe(data: bytes, name: str) -> Description             inputs, outputs, operators, the head;
+                                                                never refuses a file it can parse
     split(data: bytes, head: int | None, name: str) -> Split    head=None: the trailing run of dense layers
     write_head(data: bytes, head: list[tuple[W, b]], name: str, ranges: np.ndarray | None = None) -> bytes
         the original file with the head's weights replaced (W (n_out, n_in), b (n_out,) float32),
@@ -21,12 +21,6 @@ Every format module (onnx.py, tflite.py) provides:
         [min a, max a, min h, max h] of each layer's pre- and post-activation values seen on the
         stream recalibrate the scale and zero point of quantized activations (None: keep the file's).
         The result loads in the format's interpreter.
-    inference_model(data: bytes, head: int, name: str) -> bytes
-        the whole file with its trailing `head` dense layers' weights turned into inputs and the
-        head's input added as an output: inputs [model input, W0, b0, W1, b1...] in the engine's
-        convention (each layer computes f(x W^T + b)), outputs [model output, head input (unless it
-        is the model input)]. One call then gives the output with the engine's live head and the
-        features it learns from.
 
 `name` is the file's name, used only in error messages. Every failure is a BadModelError naming
 the file, and for an operator its name/index and type.

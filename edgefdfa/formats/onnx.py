@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..atomic import atomic_write
 from ..errors import BadModelError
 from .base import Dense, Description, Split, TensorInfo
 
@@ -30,6 +32,21 @@ MAX_IR, MAX_OPSET = 10, 21  # what common runtimes load; onnx's own table pairs 
 _ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 _QUANTIZED = {"MatMulInteger", "QGemm", "DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear",
               "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def read(path: Path) -> tuple[bytes, dict]:
+    """The file's bytes (external data is not read yet)."""
+    try:
+        return Path(path).read_bytes(), {}
+    except OSError as exc:
+        raise BadModelError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
+
+
+def write(path: Path, data: bytes, storage: dict) -> list[Path]:
+    """Write the file atomically."""
+    with atomic_write(path) as f:
+        f.write(data)
+    return [Path(path)]
 
 
 def describe(data: bytes, name: str) -> Description:
@@ -68,7 +85,8 @@ def split(data: bytes, head: int | None, name: str) -> Split:
     )
 
 
-def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str) -> bytes:
+def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str,
+               ranges: np.ndarray | None = None) -> bytes:
     """The file with its trailing len(head) dense layers set to `head` ([(W (n_out, n_in), b (n_out,))]).
 
     Only the head's weight and bias tensors change, so the stored values reproduce W and b exactly:
@@ -91,43 +109,6 @@ def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise BadModelError(f"{name}: the model with the new head fails onnx's checker: {exc}") from None
-    return model.SerializeToString()
-
-
-def inference_model(data: bytes, head: int, name: str) -> bytes:
-    """The file with the trailing `head` dense layers' weights turned into graph inputs and the head's
-    input added as a second output: one run gives the output with the engine's current head and the
-    features that head learns from.
-
-    Every head layer becomes Gemm(x, "edgefdfa.W<l>", "edgefdfa.b<l>", transB=1): f(x W^T + b) in the
-    engine's convention (W (n_out, n_in), b (n_out,)), whatever Gemm attributes or MatMul(+Add) the
-    file used; the layers' stored weights are dropped. Inputs: the model input, then W0, b0, W1, b1...
-    Outputs: the model output, then the head's input unless it is the model input.
-    """
-    model = _load(data, name)
-    g = _Graph(model)
-    layers, _ = _head(g, head, name)
-    model_input, _ = _single_input_output(g, name)
-    graph, weights = model.graph, []
-    broadcast = {"broadcast": 1} if _opset(model) < 7 else {}  # before opset 7, Gemm broadcasts C on request
-    for l, layer in enumerate(layers):
-        W, b = g.new_name(f"edgefdfa.W{l}"), g.new_name(f"edgefdfa.b{l}")
-        weights += [helper.make_tensor_value_info(W, TensorProto.FLOAT, layer.dense.W.shape),
-                    helper.make_tensor_value_info(b, TensorProto.FLOAT, layer.dense.b.shape)]
-        node = g.nodes[layer.node]
-        output = node.output[0] if layer.add is None else g.nodes[layer.add].output[0]
-        node.CopyFrom(helper.make_node("Gemm", [layer.input, W, b], [output], name=node.name, transB=1, **broadcast))
-    for add in sorted((layer.add for layer in layers if layer.add is not None), reverse=True):
-        del graph.node[add]  # the Gemm adds the bias now
-    graph.input.extend(weights)
-    start = layers[0].input
-    if start != model_input.name:
-        graph.output.append(g.infos.get(start) or helper.make_tensor_value_info(start, TensorProto.FLOAT, None))
-    _prune(graph)
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise BadModelError(f"{name}: the model with the head's weights as inputs fails onnx's checker: {exc}") from None
     return model.SerializeToString()
 
 

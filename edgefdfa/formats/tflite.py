@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import importlib
 
 import flatbuffers
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import BadModelError, ConfigError
 from .base import Dense, Description, Split, TensorInfo
 
@@ -144,6 +146,21 @@ def describe(data: bytes, name: str) -> Description:
             "buffers": len(model.buffers or []),
         },
     )
+
+
+def read(path: Path) -> tuple[bytes, dict]:
+    """The file's bytes; a .tflite file is self-contained."""
+    try:
+        return Path(path).read_bytes(), {}
+    except OSError as exc:
+        raise BadModelError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
+
+
+def write(path: Path, data: bytes, storage: dict) -> list[Path]:
+    """Write the file atomically."""
+    with atomic_write(path) as f:
+        f.write(data)
+    return [Path(path)]
 
 
 # ------------------------------------------------------------------------------ finding the head
@@ -369,52 +386,11 @@ def _backbone(data: bytes, layers: list[_Layer], softmax: int | None, head_input
     return _serialize(model)
 
 
-# ------------------------------------------------------------------------------ inference model
-
-
-def inference_model(data: bytes, head: int, name: str) -> bytes:
-    """The file with the trailing `head` dense layers' weights turned into subgraph inputs and the
-    head's input added as a second output: one invoke gives the output with the engine's current
-    head and the features that head learns from.
-
-    Each head FULLY_CONNECTED reads its weights "edgefdfa.W<l>" (n_out, n_in) and bias "edgefdfa.b<l>"
-    (n_out,) from non-constant tensors (buffer 0; a layer without bias gets one); float kernels take
-    them. Inputs: the model input, then W0, b0, W1, b1... Outputs: the model output, then the head's
-    input unless it is the model input. Weights another operator also reads are refused.
-    """
-    model = _parse(data, name)
-    _refuse_external_data(model, name)
-    _, layers = _head_layers(model, head, name)
-    graph, uses = _Graph(model), _buffer_uses(model)
-    g, weights = graph.g, []
-    for l, layer in enumerate(layers):
-        op = g.operators[layer.fc]
-        inputs = _indices(op.inputs)
-        n_out, n_in = layer.dense.W.shape
-        if len(inputs) < 3 or inputs[2] < 0:
-            op.inputs = inputs = inputs[:2] + [_add_bias_tensor(model, g.tensors[inputs[1]], n_out)]
-        for t, shape, what, role in ((inputs[1], [n_out, n_in], f"W{l}", "weights"), (inputs[2], [n_out], f"b{l}", "bias")):
-            if graph.consumers[t] > 1:
-                raise BadModelError(f"{name}: {layer.dense.where} shares its {role} with another operator; "
-                                    "they cannot become an input of this layer alone")
-            tensor = g.tensors[t]
-            if uses[tensor.buffer] == 1:
-                model.buffers[tensor.buffer].data = None  # nothing else reads the old constant
-            tensor.buffer, tensor.shape, tensor.shapeSignature = 0, shape, None  # buffer 0: no data, an input
-            tensor.name = f"edgefdfa.{what}".encode()
-            weights.append(t)
-    head_input = _indices(g.operators[layers[0].fc].inputs)[0]
-    if head_input not in _indices(g.inputs):
-        g.outputs = _indices(g.outputs) + [head_input]
-    g.inputs = _indices(g.inputs) + weights
-    model.signatureDefs = None  # they name the file's single input and output
-    return _serialize(model)
-
-
 # --------------------------------------------------------------------------------------- writing
 
 
-def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str) -> bytes:
+def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str,
+               ranges: np.ndarray | None = None) -> bytes:
     """The file with the trailing len(head) dense layers' weights and biases replaced.
 
     Only those buffers change. A layer without bias that gets a nonzero one gains a bias tensor and

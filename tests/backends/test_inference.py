@@ -1,5 +1,4 @@
-"""EdgeModel.observe: the whole file in its interpreter with the head's weights fed from the engine.
-Checked against a float64 NumPy reference of the engine's head, the original file, the backbone alone
+"""EdgeModel.observe: the backbone in the file's interpreter and the head in the learner. Checked against a float64 NumPy reference of the engine's head, the original file, the backbone alone
 and the exported file, before and after learning that writes the weights in place."""
 
 import numpy as np
@@ -167,69 +166,55 @@ def test_a_dynamic_input_dimension(suffix, tmp_path):
         model.observe(np.zeros((5, 4), np.float32))
 
 
-def test_tflite_weights_read_by_another_operator_are_refused(tmp_path):
+def test_tflite_weights_read_by_another_operator_are_trained_but_not_written_alone(tmp_path):
     g = tflite_format.Builder()
     x = g.input("x", (1, 4))
     W, b = g.const(np.eye(4, dtype=np.float32), "W"), g.const(np.zeros(4, np.float32), "b")
     y = g.op("FULLY_CONNECTED", [g.op("FULLY_CONNECTED", [x, W, b], (1, 4)), W, -1], (1, 4))
     (tmp_path / "shared.tflite").write_bytes(g.finish([x], [y]))
-    with pytest.raises(BadModelError, match="shares its weights"):
-        edgefdfa.load(tmp_path / "shared.tflite", head=1)
-
-
-@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
-def test_the_inference_model_declares_its_inputs_and_outputs(suffix):
-    """Inputs: the model input, then W0, b0, W1, b1 in the engine's layout; outputs: the model output
-    and the head's input. The old head's stored weights are gone."""
-    path = next(p for p in FILES if p.stem == "imu-activity" and p.suffix == suffix)
-    split = edgefdfa.load(path).split
-    fmt = onnx_format if suffix == ".onnx" else tflite_format
-    data = fmt.inference_model(path.read_bytes(), 2, path.name)
-    described = fmt.describe(data, path.name)
-    assert [(i.name, i.shape) for i in described.inputs] == [
-        (split.input.name, split.input.shape), ("edgefdfa.W0", (32, 24)), ("edgefdfa.b0", (32,)),
-        ("edgefdfa.W1", (4, 32)), ("edgefdfa.b1", (4,))]
-    assert [o.name for o in described.outputs] == [split.output.name, split.head_input.name]
-    assert len(data) < len(path.read_bytes())
+    model = edgefdfa.load(tmp_path / "shared.tflite", head=1)
+    with pytest.raises(BadModelError, match="shared with"):
+        export(model, tmp_path / "out.tflite", "tflite")
+    assert not (tmp_path / "out.tflite").exists()
 
 
 def _fresh_run(model, x):
-    """The inference model in a new interpreter session, fed copies of the learner's weights now."""
+    """The file with the learner's head written into it, and its backbone, each in a new session."""
     fmt = onnx_format if model.suffix == ".onnx" else tflite_format
     backend = onnx_backend if model.suffix == ".onnx" else tflite_backend
-    session = backend.InferenceSession(fmt.inference_model(model.source, len(model.split.head), model.name))
     net = model.learner.net
-    session.set_weights([a.copy() for W, b in zip(net.W, net.b) for a in (W, b)])
-    return session.run(x[None])
+    out = backend.Session(fmt.write_head(model.source, [(W, b) for W, b in zip(net.W, net.b)], model.name)).run(x[None])
+    features = x.ravel() if model.split.backbone is None else backend.Session(model.split.backbone).run(x[None])
+    return out.reshape(-1), features.reshape(-1)
 
 
-@pytest.mark.parametrize("path, mode", [(p, "views") for p in FILES]
-                         + [(p, m) for p in FILES if p.suffix == ".tflite" for m in ("set-get", "native")],
+@pytest.mark.parametrize("path, mode", [(p, m) for p in FILES for m in ("numpy", "native")]
+                         + [(p, "set-get") for p in FILES if p.suffix == ".tflite"],
                          ids=lambda v: v.name if hasattr(v, "name") else v)
 def test_each_prediction_uses_the_weights_learned_before_it(path, mode, monkeypatch):
-    """The fast path's buffers (TFLite views, onnxruntime bound outputs, the compiled head) against a
-    fresh session fed the learner's weights after every step; outputs are new arrays that later calls
-    leave alone. set-get puts TFLite on its set_tensor/get_tensor path, as when the buffers move;
-    native runs the backbone in TFLite and the head compiled (tests/backends/test_native.py)."""
+    """The fast paths (TFLite views on the backbone's buffers, onnxruntime's bound buffers, the
+    compiled head) against the file with the learner's head written into it after every step, in a
+    fresh session; outputs are new arrays that later calls leave alone. set-get puts the TFLite
+    backbone on its set_tensor/get_tensor path, as when the buffers move; numpy runs the head in
+    NumPy (EDGEFDFA_NATIVE=0), native compiled."""
     if mode == "native" and not native.available():
         pytest.skip("the compiled head is not built or EDGEFDFA_NATIVE=0")
     if mode != "native":
         monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
     if mode == "set-get":
-        monkeypatch.setattr(tflite_backend.InferenceSession, "_views_hold", lambda self: False)
+        monkeypatch.setattr(tflite_backend.Backbone, "_views_hold", lambda self: False)
     model = edgefdfa.load(path, lr=0.05)
-    assert isinstance(model.session, tflite_backend.CutSession) == (mode == "native")
-    if path.suffix == ".tflite" and tflite_backend.NAME != "tensorflow" and mode != "native":
-        model.observe(samples(path, 1)[0][0])  # the first set_weights judges the views
-        assert (model.session._x is not None) == (mode == "views")
+    if path.suffix == ".tflite" and tflite_backend.NAME != "tensorflow" and model.split.backbone is not None:
+        assert (model.backbone._x is not None) == (mode != "set-get")
     X, y = samples(path, 12)
     kept = []
     for x, t in zip(X, y):
         out, features = model.observe(x)
-        fresh_out, *fresh_features = _fresh_run(model, x)  # digits: the head starts at the input
+        fresh_out, fresh_features = _fresh_run(model, x)
         assert np.allclose(out, fresh_out, atol=1e-6)
-        assert np.allclose(features, fresh_features[0] if fresh_features else x.ravel(), atol=1e-6)
-        assert np.array_equal(model.predict_proba_one(x), out)
+        assert np.allclose(features, fresh_features, atol=1e-6)
+        assert np.allclose(model.predict_proba_one(x), out if model.split.softmax else np.exp(out) / np.exp(out).sum(),
+                           atol=1e-6)
         kept.append((out, out.copy(), features, features.copy()))
         model.learner.learn_one(features, t)
     assert all(np.array_equal(a, a_) and np.array_equal(f, f_) for a, a_, f, f_ in kept)

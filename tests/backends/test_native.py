@@ -1,5 +1,5 @@
-"""The compiled head (edgefdfa/native.py, edgefdfa/_head.c): a .tflite file's backbone in TFLite and its
-head in C on the engine's weights in place, checked against the whole file in the interpreter
+"""The compiled head (edgefdfa/native.py, edgefdfa/_head.c): the learner's forward pass in C on its
+weights in place, behind each file's backbone, checked against the NumPy forward pass
 (EDGEFDFA_NATIVE=0): same outputs and features, after learning too, the same refusals, and a new
 learner or a loaded checkpoint is what the head reads."""
 
@@ -10,12 +10,10 @@ import pytest
 
 import edgefdfa
 from edgefdfa import BadSampleError, native
-from edgefdfa.backends import tflite as backend
+from edgefdfa.backends import tflite as tflite_backend
 from test_model import FILES, samples  # tests/backends is on sys.path (pytest's prepend mode)
 
-TFLITE = [p for p in FILES if p.suffix == ".tflite"]
-
-pytestmark = pytest.mark.skipif(backend.NAME is None, reason="no TFLite interpreter installed (pip install ai-edge-litert)")
+FILES = [p for p in FILES if p.suffix == ".onnx" or tflite_backend.NAME is not None]
 
 
 @pytest.fixture(autouse=True)
@@ -29,20 +27,20 @@ def built():
         pytest.skip(why)
 
 
-@pytest.fixture(params=TFLITE, ids=lambda p: p.name)
+@pytest.fixture(params=FILES, ids=lambda p: p.name)
 def path(request):
     return request.param
 
 
 def pair(path, monkeypatch, **options):
-    """(the file on the compiled head, the same file whole in the interpreter), same seed and options."""
+    """(the file with the compiled head, the same file with the NumPy head), same seed and options."""
     monkeypatch.delenv("EDGEFDFA_NATIVE", raising=False)
     fast = edgefdfa.load(path, **options)
     monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
     whole = edgefdfa.load(path, **options)
     monkeypatch.delenv("EDGEFDFA_NATIVE")
-    assert isinstance(fast.session, backend.CutSession), "built, but EdgeModel fell back to the whole file"
-    assert isinstance(whole.session, backend.InferenceSession)
+    assert fast.learner.compiled, "built, but the learner predicts in NumPy"
+    assert not whole.learner.compiled
     return fast, whole
 
 
@@ -68,7 +66,7 @@ def test_weights_written_in_place_are_read_at_once(path, monkeypatch):
     fast, _ = pair(path, monkeypatch)
     x = samples(path, 1)[0][0]
     before = fast.output_one(x)
-    fast.learner.net.b[-1][0] += 1.0  # no step taken: the C head reads the engine's arrays in place
+    fast.learner.net.b[-1][0] += 1.0  # no step taken: the C head reads the learner's arrays in place
     after = fast.output_one(x)
     assert not np.allclose(before, after)
     fast.learner.net.b[-1][0] -= 1.0
@@ -106,8 +104,8 @@ def test_samples_in_any_memory_layout_give_the_same_outputs(path, monkeypatch):
 
 
 def test_the_same_values_in_another_shape_or_type(path, monkeypatch):
-    """The compiled head takes a sample of the right size but another shape no more than the whole
-    file does (the same message), and one of another dtype as the same values."""
+    """A sample of the right size but another shape is refused on both paths (the same message), and
+    one of another dtype taken as the same values."""
     fast, whole = pair(path, monkeypatch)
     x = samples(path, 1)[0][0].astype(np.float32)
     reshaped = x.reshape(x.shape[::-1]) if x.ndim > 1 else x.reshape(1, -1)
@@ -127,10 +125,10 @@ def test_a_new_learner_and_a_loaded_checkpoint_are_what_the_head_reads(path, mon
     for x, t in zip(X[:40], y[:40]):
         whole.learn_one(x, t)
     whole.save(tmp_path / "adapted.npz")
-    fast.learner = whole.learner  # replaced: the head is pointed at its arrays before the next call
+    fast.learner = whole.learner  # replaced: its own head computes from now on
     assert_same(fast, whole, X[40:])
     loaded = edgefdfa.load_checkpoint(tmp_path / "adapted.npz")
-    assert isinstance(loaded.session, backend.CutSession)
+    assert loaded.learner.compiled
     assert_same(loaded, whole, X[40:])
     fast.learner = edgefdfa.load(path).learner  # back to the file's own head
     fast.learner.load_state(*whole.learner.state())  # written into its arrays in place
@@ -140,4 +138,18 @@ def test_a_new_learner_and_a_loaded_checkpoint_are_what_the_head_reads(path, mon
 def test_the_fallback_when_switched_off(path, monkeypatch):
     monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
     assert not native.available()
-    assert not isinstance(edgefdfa.load(path).session, backend.CutSession)
+    assert not edgefdfa.load(path).learner.compiled
+
+
+def test_the_learners_features_in_another_layout_or_type():
+    """The compiled forward pass takes a C-ordered float32 row as it is; any other is checked, cast
+    or refused by name in Python, as on the NumPy path."""
+    learner = edgefdfa.MLP([6, 5, 3], seed=0)
+    assert learner.compiled
+    x = np.linspace(-1, 1, 6, dtype=np.float32)
+    expected = learner.predict_proba_one(x)
+    for same in (x.astype(np.float64), x.tolist(), np.repeat(x, 2)[::2], x[None]):
+        assert np.allclose(learner.predict_proba_one(same), expected, atol=1e-6)
+    for bad, message in ((np.full(6, np.nan, np.float32), "not a finite"), (np.ones(5, np.float32), "shape")):
+        with pytest.raises(BadSampleError, match=message):
+            learner.predict_proba_one(bad)
