@@ -167,12 +167,25 @@ def write(path: Path, data: bytes, storage: dict) -> list[Path]:
 
 
 @dataclass
+class _Stored:
+    """Where a layer's weights or bias are kept: the constant tensor holding them, how (float32,
+    float16, int8 or int32 with the tensor's scales), and the DEQUANTIZE turning float16 data into
+    the float32 the layer reads, if there is one."""
+
+    tensor: int
+    kind: str  # float32 | float16 | int8 | int32
+    dequantize: int | None = None
+
+
+@dataclass
 class _Layer:
     """A dense layer as it sits in the file."""
 
     fc: int  # index of its FULLY_CONNECTED operator
     activation_op: int | None  # index of a separate RELU / TANH / LOGISTIC after it, if any
     dense: Dense
+    weights: _Stored
+    bias: _Stored | None  # None: the file has no bias
 
 
 @dataclass
@@ -182,6 +195,15 @@ class _Run:
     layers: list[_Layer]  # in forward order
     softmax: int | None  # index of the SOFTMAX after the last layer, if any
     stop: str  # "operator 3 (CONV_2D) is not a dense layer", "it starts at the model input"...
+    dequantize: int | None = None  # index of a DEQUANTIZE (or requantizing QUANTIZE) of the int8 output, if any
+
+    def operators(self, layers: list[_Layer]) -> set[int]:
+        """The operators of a head of these (trailing) layers: the backbone is the file without them."""
+        ops = {self.softmax, self.dequantize}
+        for layer in layers:
+            ops |= {layer.fc, layer.activation_op, layer.weights.dequantize}
+            ops.add(layer.bias.dequantize if layer.bias else None)
+        return ops - {None}
 
 
 class _Graph:
@@ -219,6 +241,15 @@ def _trailing_run(model: schema.ModelT, name: str) -> _Run:
             "edgefdfa needs a model with one input and one output"
         )
     t = _indices(g.outputs)[0]
+    dequantize = graph.producer.get(t)  # a full-integer file ends in DEQUANTIZE (float output) or QUANTIZE (uint8)
+    if (dequantize is not None and graph.type(dequantize) in ("DEQUANTIZE", "QUANTIZE")
+            and graph.data_input(dequantize) is not None
+            and graph.g.tensors[graph.data_input(dequantize)].type == schema.TensorType.INT8):
+        t = graph.data_input(dequantize)
+        if not graph.only_feeds_next(t):
+            return _Run([], None, f"the input of {_where(model, dequantize)} also feeds other operators")
+    else:
+        dequantize = None
     softmax = graph.producer.get(t)
     if softmax is not None and graph.type(softmax) == "SOFTMAX":
         beta = getattr(graph.op(softmax).builtinOptions, "beta", 0.0)  # a SOFTMAX without options has beta 0
@@ -235,14 +266,15 @@ def _trailing_run(model: schema.ModelT, name: str) -> _Run:
     while True:
         i = graph.producer.get(t)
         if i is None:
-            return _Run(layers[::-1], softmax, "it starts at the model input")
+            return _Run(layers[::-1], softmax, "it starts at the model input", dequantize)
         layer = _layer(graph, i)
         if isinstance(layer, str):
-            return _Run(layers[::-1], softmax, layer)
+            return _Run(layers[::-1], softmax, layer, dequantize)
         layers.append(layer)
         t = _indices(graph.op(layer.fc).inputs)[0]
         if not graph.only_feeds_next(t) and t not in _indices(g.inputs):
-            return _Run(layers[::-1], softmax, f"the input of {layer.dense.where} also feeds other operators")
+            return _Run(layers[::-1], softmax, f"the input of {layer.dense.where} also feeds other operators",
+                        dequantize)
 
 
 def _layer(graph: _Graph, i: int) -> _Layer | str:
@@ -250,25 +282,29 @@ def _layer(graph: _Graph, i: int) -> _Layer | str:
     where = _where(graph.model, i)
     kind = graph.type(i)
     if kind == "FULLY_CONNECTED":
-        dense = _fully_connected(graph, i)
-        return dense if isinstance(dense, str) else _Layer(i, None, dense)
+        layer = _fully_connected(graph, i)
+        if not isinstance(layer, str):
+            layer.activation_op = None
+        return layer
     if kind not in _SEPARATE:
         return f"{where} is not a dense layer"
     t = graph.data_input(i)
     fc = graph.producer.get(t)
     if fc is None or graph.type(fc) != "FULLY_CONNECTED" or not graph.only_feeds_next(t):
         return f"{where} does not directly follow a FULLY_CONNECTED"
-    dense = _fully_connected(graph, fc)
-    if isinstance(dense, str):
-        return dense
-    if dense.activation != "identity":
-        return f"{where} follows {dense.where}, which already applies {dense.activation}"
-    dense.activation = _SEPARATE[kind]
-    return _Layer(fc, i, dense)
+    layer = _fully_connected(graph, fc)
+    if isinstance(layer, str):
+        return layer
+    if layer.dense.activation != "identity":
+        return f"{where} follows {layer.dense.where}, which already applies {layer.dense.activation}"
+    layer.dense.activation, layer.activation_op = _SEPARATE[kind], i
+    return layer
 
 
-def _fully_connected(graph: _Graph, i: int) -> Dense | str:
-    """Operator i (a FULLY_CONNECTED) as a Dense, or why it cannot be trained here."""
+def _fully_connected(graph: _Graph, i: int) -> _Layer | str:
+    """Operator i (a FULLY_CONNECTED) as a layer (activation_op not yet known), or why it cannot be
+    trained here. Its weights are float32, float16 (through a DEQUANTIZE) or int8 (dynamic-range
+    with float activations, or full-integer with int8 activations and an int32 bias)."""
     where = _where(graph.model, i)
     op, tensors = graph.op(i), graph.g.tensors
     options = op.builtinOptions or schema.FullyConnectedOptionsT()
@@ -279,42 +315,105 @@ def _fully_connected(graph: _Graph, i: int) -> Dense | str:
         return f"{where} has {len(inputs)} inputs, not input, weights and optional bias"
     x, w = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else -1
-    dtypes = sorted({_TYPE_NAMES.get(tensors[t].type, "?") for t in (x, w, bias, *_indices(op.outputs)) if t >= 0})
-    if dtypes != ["float32"]:
-        quantized = any("int" in d for d in dtypes)
-        reason = "quantized heads are not supported yet" if quantized else "only float32 is supported"
-        return f"{where} computes in {'/'.join(dtypes)}: {reason}"
+    activations = {_TYPE_NAMES.get(tensors[t].type, "?") for t in (x, *_indices(op.outputs))}
+    if activations not in ({"float32"}, {"int8"}):
+        kinds = "/".join(sorted(activations))
+        reason = ("int16 activations (16x8 quantization) are not supported" if "int16" in activations else
+                  "uint8 (legacy) quantization is not supported" if "uint8" in activations else
+                  "its input and output must both be float32, or both int8")
+        return f"{where} computes in {kinds}: {reason}"
     if options.fusedActivationFunction not in _FUSED:
         name = _ACT_NAMES.get(options.fusedActivationFunction, str(options.fusedActivationFunction))
         return f"{where} fuses activation {name}, which is not supported (only NONE, RELU)"
     if options.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
         return f"{where} stores its weights in a shuffled format, which is not supported"
-    W = _constant(graph, w, f"{where}: its weights")
-    b = _constant(graph, bias, f"{where}: its bias") if bias >= 0 else None
+    W = _stored(graph, w, f"{where}: its weights")
+    b = _stored(graph, bias, f"{where}: its bias") if bias >= 0 else None
     if isinstance(W, str) or isinstance(b, str):
         return W if isinstance(W, str) else b
+    (W, weights), (b, stored_bias) = W, b or (None, None)
     if W.ndim != 2 or (b is not None and b.size != W.shape[0]):
         bias_shape = None if b is None else b.shape
         return f"{where} has weights {W.shape} and bias {bias_shape}, not (n_out, n_in) and (n_out,)"
     per_sample = _per_sample(tensors[x])
     if per_sample != W.shape[1]:
         return f"{where} takes input {_info(tensors[x]).shape}, not one vector of {W.shape[1]} per sample"
+    form = _FORMS.get((activations.pop(), weights.kind))
+    if form is None:
+        return f"{where} computes in {_info(tensors[x]).dtype} with {weights.kind} weights, which is not supported"
+    if not (np.isfinite(W).all() and (b is None or np.isfinite(b).all())):
+        return f"{where}: its weights or bias hold NaN or Inf"
     b = np.zeros(W.shape[0], np.float32) if b is None else b.reshape(-1)
-    return Dense(W=W, b=b, activation=_FUSED[options.fusedActivationFunction], where=where)
+    dense = Dense(W=W, b=b, activation=_FUSED[options.fusedActivationFunction], where=where, form=form)
+    return _Layer(i, None, dense, weights, stored_bias)
+
+
+def _stored(graph: _Graph, t: int, what: str) -> tuple[np.ndarray, _Stored] | str:
+    """Tensor t's value as float32 (dequantized), and where it is stored; or why it is not stored
+    data. t is constant data (float32, int8 or int32 with scales), or a DEQUANTIZE of float16 data."""
+    dequantize = graph.producer.get(t)
+    if dequantize is not None:
+        source = graph.data_input(dequantize) if graph.type(dequantize) == "DEQUANTIZE" else None
+        if source is None or graph.g.tensors[source].type != schema.TensorType.FLOAT16:
+            return f"{what} are computed by {_where(graph.model, dequantize)}, not constant data"
+        if graph.consumers[t] != 1 or graph.consumers[source] != 1:
+            return f"{what} (float16, through {_where(graph.model, dequantize)}) are shared with another operator"
+        value = _constant(graph, source, what)
+        return value if isinstance(value, str) else (value, _Stored(source, "float16", dequantize))
+    value = _constant(graph, t, what)
+    if isinstance(value, str):
+        return value
+    kind = _TYPE_NAMES.get(graph.g.tensors[t].type, "?")
+    return value, _Stored(t, kind)
+
+
+_FORMS = {  # (activations' type, weights' type) -> Dense.form
+    ("float32", "float32"): "float32", ("float32", "float16"): "float16", ("float32", "int8"): "dynamic",
+    ("int8", "int8"): "int8",
+}
+_STORED = {"float32": "<f4", "float16": "<f2", "int8": "i1", "int32": "<i4"}  # how constant data is laid out
 
 
 def _constant(graph: _Graph, t: int, what: str) -> np.ndarray | str:
-    """Tensor t's constant float32 data, shaped, as a new array; or why it is not constant data."""
+    """Tensor t's constant data as a new float32 array of its shape (integers dequantized with the
+    tensor's scales, per channel along its quantized dimension); or why it is not constant data."""
     tensor = graph.g.tensors[t]
     data = graph.model.buffers[tensor.buffer].data
     if t in graph.producer or tensor.buffer == 0 or data is None or len(data) == 0:
         return f"{what} are not constant data"
     if tensor.sparsity is not None:
         return f"{what} are stored sparse, which is not supported"
-    raw, shape = np.asarray(data, np.uint8).tobytes(), _indices(tensor.shape)
-    if len(raw) != 4 * int(np.prod(shape)):
-        return f"{what} hold {len(raw)} bytes, not the float32 {shape} the tensor declares"
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+    kind = _TYPE_NAMES.get(tensor.type, f"type {tensor.type}")
+    if kind not in _STORED:
+        return f"{what} are {kind}, which is not supported (float32, float16, int8 or int32 with scales)"
+    raw, shape, dtype = np.asarray(data, np.uint8).tobytes(), _indices(tensor.shape), np.dtype(_STORED[kind])
+    if len(raw) != dtype.itemsize * int(np.prod(shape)):
+        return f"{what} hold {len(raw)} bytes, not the {kind} {shape} the tensor declares"
+    value = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.float32)
+    if kind in ("int8", "int32"):
+        scales = _scales(tensor, shape)
+        if isinstance(scales, str):
+            return f"{what}: {scales}"
+        scale, zero_point = scales
+        value = ((value - zero_point) * scale).astype(np.float32)
+    return value
+
+
+def _scales(tensor: schema.TensorT, shape: list[int]) -> tuple[np.ndarray, np.ndarray] | str:
+    """(scale, zero point) of an integer tensor, shaped to broadcast against its values, or why not."""
+    q = tensor.quantization
+    scale = np.asarray(q.scale if q is not None and q.scale is not None else [], np.float32)
+    zero_point = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [0] * len(scale), np.float32)
+    if scale.size == 0 or not np.isfinite(scale).all() or (scale <= 0).any():
+        return "integer data without a positive scale to dequantize it"
+    if scale.size == 1:
+        return scale.reshape(()), zero_point.reshape(-1)[:1].reshape(())
+    axis = q.quantizedDimension
+    if not 0 <= axis < len(shape) or shape[axis] != scale.size or zero_point.size != scale.size:
+        return f"{scale.size} scales for shape {shape} along dimension {axis}"
+    broadcast = [1] * len(shape)
+    broadcast[axis] = scale.size
+    return scale.reshape(broadcast), zero_point.reshape(broadcast)
 
 
 def _per_sample(tensor: schema.TensorT) -> int | None:
@@ -365,7 +464,7 @@ def split(data: bytes, head: int | None, name: str) -> Split:
     g = model.subgraphs[0]
     head_input = _indices(g.operators[layers[0].fc].inputs)[0]
     return Split(
-        backbone=None if head_input in _indices(g.inputs) else _backbone(data, layers, run.softmax, head_input),
+        backbone=None if head_input in _indices(g.inputs) else _backbone(data, run.operators(layers), head_input),
         head=[layer.dense for layer in layers],
         softmax=run.softmax is not None,
         input=_info(g.tensors[_indices(g.inputs)[0]]),
@@ -374,12 +473,11 @@ def split(data: bytes, head: int | None, name: str) -> Split:
     )
 
 
-def _backbone(data: bytes, layers: list[_Layer], softmax: int | None, head_input: int) -> bytes:
+def _backbone(data: bytes, removed: set[int], head_input: int) -> bytes:
     """The file without the head's operators, its output moved to the head's input. Signatures go:
     they name the old output."""
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(data), 0))  # a fresh copy to edit
     g = model.subgraphs[0]
-    removed = {softmax} | {layer.fc for layer in layers} | {layer.activation_op for layer in layers}
     g.operators = [op for i, op in enumerate(g.operators) if i not in removed]
     g.outputs = [head_input]
     model.signatureDefs = None
@@ -391,22 +489,33 @@ def _backbone(data: bytes, layers: list[_Layer], softmax: int | None, head_input
 
 def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str,
                ranges: np.ndarray | None = None) -> bytes:
-    """The file with the trailing len(head) dense layers' weights and biases replaced.
+    """The file with the trailing len(head) dense layers' weights and biases replaced, each in the
+    form the file stores it: float32; float16; int8 weights with symmetric scales per channel (or one
+    per tensor, as the file had them), and for a full-integer layer an int32 bias at scale
+    in_scale * w_scale. `ranges` (one row [min a, max a, min h, max h] per layer, seen on the stream)
+    recalibrate a full-integer layer's int8 output scale and zero point (None, or a row not yet
+    seen: the file's are kept).
 
-    Only those buffers change. A layer without bias that gets a nonzero one gains a bias tensor and
-    buffer. Weights shared with another tensor or operator cannot be replaced alone, and are refused.
+    Only those buffers and scales change. A layer without bias that gets a nonzero one gains a bias
+    tensor and buffer. Weights shared with another tensor or operator cannot be replaced alone, and
+    are refused.
     """
     model = _parse(data, name)
     _refuse_external_data(model, name)
     _, layers = _head_layers(model, len(head), name)
+    if ranges is not None and np.shape(ranges) != (len(layers), 4):
+        raise BadModelError(f"{name}: ranges has shape {np.shape(ranges)}; the head has {len(layers)} layers: "
+                            f"({len(layers)}, 4)")
     uses = _buffer_uses(model)
-    for layer, (W, b) in zip(layers, head):
+    for l, (layer, (W, b)) in enumerate(zip(layers, head)):
         W, b = np.asarray(W, np.float32), np.asarray(b, np.float32)
         if W.shape != layer.dense.W.shape or b.shape != layer.dense.b.shape:
             raise BadModelError(
                 f"{name}: {layer.dense.where} has weights {layer.dense.W.shape} and bias {layer.dense.b.shape}; "
                 f"got {W.shape} and {b.shape}"
             )
+        if layer.dense.form == "int8" and ranges is not None and np.isfinite(ranges[l]).all():
+            _recalibrate(model, layer, np.asarray(ranges[l], np.float64))
         _write_layer(model, layer, W, b, uses, name)
     return _serialize(model)
 
@@ -422,34 +531,95 @@ def _buffer_uses(model: schema.ModelT) -> Counter:
 
 
 def _write_layer(model: schema.ModelT, layer: _Layer, W: np.ndarray, b: np.ndarray, uses: Counter, name: str) -> None:
-    """Replace one FULLY_CONNECTED's weight and bias buffers, giving it a bias if it learned one."""
+    """Replace one FULLY_CONNECTED's weight and bias data in their stored forms, giving it a bias if
+    it learned one. A full-integer layer's bias is quantized at its input's scale times the weights'
+    (so the weights go first)."""
     g = model.subgraphs[0]
     op = g.operators[layer.fc]
     inputs = _indices(op.inputs)
-    bias = inputs[2] if len(inputs) > 2 else -1
-    if bias < 0 and b.any():
-        bias = _add_bias_tensor(model, g.tensors[inputs[1]], b.size)
-        op.inputs = inputs[:2] + [bias]
-        uses[g.tensors[bias].buffer] += 1
-    for t, values, what in ((inputs[1], W, "weights"), (bias, b, "bias")):
-        if t < 0:
-            continue  # no bias in the file and none learned
-        buffer = g.tensors[t].buffer
-        if uses[buffer] != 1:
-            raise BadModelError(
-                f"{name}: the {what} of {layer.dense.where} (buffer {buffer}) are shared with "
-                f"{uses[buffer] - 1} other tensor or operator use(s); writing them would change those too"
-            )
-        model.buffers[buffer].data = np.frombuffer(values.astype("<f4").tobytes(), np.uint8)
+    bias = layer.bias
+    if bias is None and b.any():
+        kind = "int32" if layer.dense.form == "int8" else "float32"
+        t = _add_bias_tensor(model, g.tensors[inputs[1]], b.size, kind)
+        op.inputs = inputs[:2] + [t]
+        uses[g.tensors[t].buffer] += 1
+        bias = _Stored(t, kind)
+    w_scale = _store(model, layer.weights, W, None, uses, f"the weights of {layer.dense.where}", name)
+    if bias is not None:
+        in_scale = None
+        if bias.kind == "int32":
+            q = g.tensors[inputs[0]].quantization
+            in_scale = np.float32(q.scale[0]) * w_scale  # (n_out,)
+        _store(model, bias, b, in_scale, uses, f"the bias of {layer.dense.where}", name)
 
 
-def _add_bias_tensor(model: schema.ModelT, weights: schema.TensorT, n_out: int) -> int:
-    """A new float32 (n_out,) bias tensor with its own (still empty) buffer; returns its index."""
+def _store(model: schema.ModelT, stored: _Stored, values: np.ndarray, scale: np.ndarray | None, uses: Counter,
+           what: str, name: str) -> np.ndarray | None:
+    """Write values into a stored tensor in its kind; returns the per-channel scales of int8 weights.
+    int8: symmetric, one scale per output channel where the file had them, else one; int32: at `scale`."""
+    tensor = model.subgraphs[0].tensors[stored.tensor]
+    if uses[tensor.buffer] != 1:
+        raise BadModelError(f"{name}: {what} (buffer {tensor.buffer}) are shared with {uses[tensor.buffer] - 1} other "
+                            "tensor or operator use(s); writing them would change those too")
+    scales = None
+    if stored.kind == "float16":
+        if np.abs(values).max(initial=0.0) > np.finfo(np.float16).max:
+            raise BadModelError(f"{name}: {what} reach {np.abs(values).max():.3g}, beyond float16's range")
+        raw = values.astype("<f2")
+    elif stored.kind == "int8":
+        per_channel = tensor.quantization is not None and len(tensor.quantization.scale) > 1
+        peak = np.abs(values).max(axis=1) if per_channel else np.full(len(values), np.abs(values).max(initial=0.0))
+        scales = (np.maximum(peak, np.finfo(np.float32).tiny) / 127.0).astype(np.float32)
+        raw = np.clip(np.round(values / scales[:, None]), -127, 127).astype("i1")
+        _set_quantization(tensor, scales if per_channel else scales[:1], np.zeros(len(scales) if per_channel else 1))
+    elif stored.kind == "int32":
+        scale = np.broadcast_to(np.asarray(scale, np.float32), values.shape)
+        limit = np.iinfo(np.int32)
+        raw = np.clip(np.round(values.astype(np.float64) / scale), limit.min, limit.max).astype("<i4")
+        _set_quantization(tensor, scale, np.zeros(len(scale)))
+    else:
+        raw = values.astype("<f4")
+    model.buffers[tensor.buffer].data = np.frombuffer(raw.tobytes(), np.uint8)
+    return scales
+
+
+def _set_quantization(tensor: schema.TensorT, scale: np.ndarray, zero_point: np.ndarray, dimension: int = 0) -> None:
+    tensor.quantization = schema.QuantizationParametersT(
+        scale=[float(v) for v in scale], zeroPoint=[int(v) for v in zero_point],
+        quantizedDimension=dimension if len(scale) > 1 else 0)
+
+
+def _recalibrate(model: schema.ModelT, layer: _Layer, row: np.ndarray) -> None:
+    """Set a full-integer layer's output scale and zero point from the range of its values seen on the
+    stream: the FULLY_CONNECTED's output holds h (a fused activation) or a (a separate activation
+    follows, which takes h's range for RELU; TANH and LOGISTIC have fixed int8 output scales)."""
+    g = model.subgraphs[0]
+    lo_a, hi_a, lo_h, hi_h = row
+    fc_out = _indices(g.operators[layer.fc].outputs)[0]
+    if layer.activation_op is None:
+        _set_quantization(g.tensors[fc_out], *_int8_range(lo_h, hi_h))
+        return
+    _set_quantization(g.tensors[fc_out], *_int8_range(lo_a, hi_a))
+    if layer.dense.activation == "relu":
+        _set_quantization(g.tensors[_indices(g.operators[layer.activation_op].outputs)[0]], *_int8_range(lo_h, hi_h))
+
+
+def _int8_range(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, zero point) of an asymmetric int8 tensor covering [lo, hi] and 0, as the TFLite converter
+    calibrates one."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255.0, 1e-8)
+    zero_point = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    return np.array([scale], np.float32), np.array([zero_point])
+
+
+def _add_bias_tensor(model: schema.ModelT, weights: schema.TensorT, n_out: int, kind: str = "float32") -> int:
+    """A new (n_out,) bias tensor of `kind` with its own (still empty) buffer; returns its index."""
     model.buffers.append(schema.BufferT())
     g = model.subgraphs[0]
     g.tensors.append(
         schema.TensorT(
-            shape=[n_out], type=schema.TensorType.FLOAT32, buffer=len(model.buffers) - 1,
+            shape=[n_out], type=getattr(schema.TensorType, kind.upper()), buffer=len(model.buffers) - 1,
             name=(weights.name or b"dense") + b"/bias",
         )
     )
