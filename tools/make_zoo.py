@@ -430,7 +430,8 @@ def main() -> None:
     (ZOO / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     for e in entries:
         size = (ZOO / e["file"]).stat().st_size if "installed" not in e else sine.stat().st_size
-        print(f"{e['file']:45s} {e['form']:12s} {size:7d} B  acc {e.get('test_accuracy', e.get('test_mse'))}")
+        metric = f"accuracy {e['test_accuracy']:.3f}" if "test_accuracy" in e else (f"mse {e['test_mse']:.4f}" if "test_mse" in e else "")
+        print(f"{e['file']:45s} {e['form']:12s} {size:7d} B  {metric}")
     print(imu_line)
     print(f"tests/zoo: {len(entries)} files in {seconds} s")
 

@@ -20,9 +20,10 @@ SEED = 0
 CALIBRATION = 200  # representative samples drawn from the training split
 
 
-def train(model: keras.Model, X: np.ndarray, y: np.ndarray, loss: str, epochs: int) -> keras.Model:
-    """A brief fit (Adam 1e-2, batch 32): enough for outputs that mean something, not a benchmark."""
+def train(build, X: np.ndarray, y: np.ndarray, loss: str, epochs: int) -> keras.Model:
+    """build() seeded, then a brief fit (Adam 1e-2, batch 32): outputs that mean something, not a benchmark."""
     keras.utils.set_random_seed(SEED)
+    model = build()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
     model.fit(X, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
     return model
@@ -137,16 +138,16 @@ def main(data_path: str, out_dir: str, models_dir: str) -> None:
     Xi, yi = d["imu_X_train"], d["imu_y_train"]
     made = {}
 
-    nets = [("keras-digits-mlp", train(digits_mlp(), Xd, yd, "sparse_categorical_crossentropy", 20), Xd),
-            ("keras-digits-conv2d", train(digits_conv2d(), Xd_img, yd, "sparse_categorical_crossentropy", 15), Xd_img),
-            ("keras-imu-conv1d", train(imu_conv1d(Xi), Xi, yi, "sparse_categorical_crossentropy", 30), Xi)]
+    nets = [("keras-digits-mlp", train(digits_mlp, Xd, yd, "sparse_categorical_crossentropy", 20), Xd),
+            ("keras-digits-conv2d", train(digits_conv2d, Xd_img, yd, "sparse_categorical_crossentropy", 15), Xd_img),
+            ("keras-imu-conv1d", train(lambda: imu_conv1d(Xi), Xi, yi, "sparse_categorical_crossentropy", 30), Xi)]
     for stem, model, X in nets:
         for form in ("float32", "int8", "int8-io", "dynamic", "float16"):
             made[f"{stem}-{form}.tflite"] = convert(model, form, X)
-    wide = train(digits_wide_mlp(), Xd, yd, "sparse_categorical_crossentropy", 20)
+    wide = train(digits_wide_mlp, Xd, yd, "sparse_categorical_crossentropy", 20)
     made["keras-digits-wide-mlp-dynamic.tflite"] = convert(wide, "dynamic", Xd)
-    head1 = train(digits_gap_head(), Xd_img, yd, "sparse_categorical_crossentropy", 30)
-    reg = train(digits_regression(), Xd, (yd / 9.0).astype(np.float32), "mse", 30)
+    head1 = train(digits_gap_head, Xd_img, yd, "sparse_categorical_crossentropy", 30)
+    reg = train(digits_regression, Xd, (yd / 9.0).astype(np.float32), "mse", 30)
     for form in ("float32", "int8"):
         made[f"keras-digits-gap-head-{form}.tflite"] = convert(head1, form, Xd_img)
         made[f"keras-digits-regression-{form}.tflite"] = convert(reg, form, Xd)

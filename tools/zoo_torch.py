@@ -19,9 +19,10 @@ from torch import nn
 SEED = 0
 
 
-def train(model: nn.Module, X: np.ndarray, y: np.ndarray, epochs: int) -> nn.Module:
-    """A brief fit (Adam 1e-2, cross-entropy on the logits, batch 32), then eval mode for export."""
+def train(build, X: np.ndarray, y: np.ndarray, epochs: int) -> nn.Module:
+    """build() seeded, a brief fit (Adam 1e-2, cross-entropy, batch 32), then eval mode for export."""
     torch.manual_seed(SEED)
+    model = build()
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = nn.CrossEntropyLoss()
@@ -79,7 +80,7 @@ def main(data_path: str, out_dir: str) -> None:
     X_img = X.reshape(-1, 1, 8, 8)
     notes = {}
 
-    model = train(mlp(), X, y, 20)
+    model = train(mlp, X, y, 20)
     path = out / "torch-digits-mlp-dynamo.onnx"
     torch.onnx.export(model, (torch.from_numpy(X[:1]),), str(path))  # torch 2.13's defaults
     external = (out / "torch-digits-mlp-dynamo.onnx.data").exists()
@@ -87,17 +88,17 @@ def main(data_path: str, out_dir: str) -> None:
         torch.onnx.export(model, (torch.from_numpy(X[:1]),), str(path), external_data=True)
     notes[path.name] = "default export" + ("" if external else ", external_data=True")
 
-    model = train(mlp_matmul(), X, y, 20)
+    model = train(mlp_matmul, X, y, 20)
     path = out / "torch-digits-mlp-matmul.onnx"
     torch.onnx.export(model, (torch.from_numpy(X[:1]),), str(path))
     notes[path.name] = "default export" + (", weights external" if path.with_suffix(".onnx.data").exists() else "")
 
-    model = train(mlp_batchnorm(), X, y, 20)
+    model = train(mlp_batchnorm, X, y, 20)
     path = out / "torch-digits-bn-torchscript.onnx"
     torch.onnx.export(model, (torch.from_numpy(X[:1]),), str(path), dynamo=False)
     notes[path.name] = "TorchScript export (dynamo=False), model in eval mode"
 
-    model = train(conv_head1(), X_img, y, 15)
+    model = train(conv_head1, X_img, y, 15)
     path = out / "torch-digits-conv-head1.onnx"
     torch.onnx.export(model, (torch.from_numpy(X_img[:1]),), str(path))
     notes[path.name] = "default export" + (", weights external" if path.with_suffix(".onnx.data").exists() else "")
