@@ -183,21 +183,36 @@ def _report(summary: dict, as_json: bool) -> None:
 
 
 def info(args: argparse.Namespace) -> int:
-    """Inputs, outputs, operators, the backbone/head split and the head's parameters."""
+    """Inputs and outputs (with quantization), operators, the head and where it stops, and the split
+    load() makes: also for a file load() refuses, then with why."""
     from collections import Counter
 
-    from .model import backend_module, format_module, load
+    from .errors import BadModelError
+    from .formats.base import FORMS
+    from .model import FORMATS, backend_module, format_module, load
 
     path = Path(args.model)
-    model = load(path, head=args.head)
-    desc = format_module(model.suffix).describe(model.source, path.name)
+    if path.suffix.lower() not in FORMATS:
+        raise BadModelError(f"{path.name}: unknown model format {path.suffix!r}; edgefdfa reads {', '.join(FORMATS)}")
+    fmt = format_module(path.suffix.lower())
+    desc = fmt.describe(fmt.read(path)[0], path.name)
     extras = ", ".join(f"{k} {v}" for k, v in desc.details.items())
     print(f"model    {path.name} ({desc.format}{', ' + extras if extras else ''})")
     for kind, tensors in (("input", desc.inputs), ("output", desc.outputs)):
         for t in tensors:
-            print(f"{kind:8} {t.name} {_shape(t.shape)} {t.dtype}")
+            q = f" quantized: scale {t.quantization[0]:.6g}, zero point {t.quantization[1]}" if t.quantization else ""
+            print(f"{kind:8} {t.name} {_shape(t.shape)} {t.dtype}{q}")
     ops = Counter(desc.operators)
     print(f"ops      {len(desc.operators)}: " + ", ".join(f"{op} x{n}" if n > 1 else op for op, n in ops.items()))
+    print(f"head     {len(desc.head)} dense layer(s) at the end of the model")
+    for line in desc.head:
+        print(f"  {line}")
+    print(f"         {desc.stop}")
+    try:
+        model = load(path, head=args.head)
+    except BadModelError as exc:
+        print(f"load     refused: {exc}")
+        return 2
     backbone = (f"backbone in {backend_module(model.suffix).NAME} -> {_shape(model.split.head_input.shape)}"
                 if model.split.backbone is not None else "no backbone")
     print(f"split    {backbone} -> head of {len(model.split.head)} dense layer(s)"
@@ -206,7 +221,8 @@ def info(args: argparse.Namespace) -> int:
     for l, layer in enumerate(model.split.head):
         n_out, n_in = layer.W.shape
         total += layer.W.size + layer.b.size
-        print(f"  head {l}  {layer.where:32} {n_in:>5} -> {n_out:<5} {layer.activation:8} {layer.W.size + layer.b.size:>8,} params")
+        print(f"  head {l}  {layer.where:32} {n_in:>5} -> {n_out:<5} {layer.activation:8} "
+              f"{layer.W.size + layer.b.size:>8,} params  {FORMS[layer.form]}")
     print(f"trainable parameters {total:,}")
     return 0
 

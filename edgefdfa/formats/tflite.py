@@ -123,10 +123,16 @@ def _where(model: schema.ModelT, i: int) -> str:
 
 def _info(tensor: schema.TensorT) -> TensorInfo:
     shape = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+    q = tensor.quantization
+    scale = list(q.scale) if q is not None and q.scale is not None else []
+    quantization = None
+    if len(scale) == 1 and scale[0] > 0:
+        quantization = (float(scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0)
     return TensorInfo(
         name=(tensor.name or b"").decode(errors="replace"),
         shape=tuple(None if d < 0 else int(d) for d in _indices(shape)),
         dtype=_TYPE_NAMES.get(tensor.type, f"type{tensor.type}"),
+        quantization=quantization,
     )
 
 
@@ -134,6 +140,13 @@ def describe(data: bytes, name: str) -> Description:
     """Subgraph 0's inputs, outputs and operators, and the file's schema version and description."""
     model = _parse(data, name)
     g = model.subgraphs[0]
+    try:
+        run = _trailing_run(model, name)
+        head = [f"{layer.dense.where}: {layer.dense.W.shape[1]} -> {layer.dense.W.shape[0]}, {layer.dense.activation}, "
+                f"{layer.dense.form}" for layer in run.layers]
+        stop = f"the head stops where {run.stop}" if run.layers else f"no dense head: {run.stop}"
+    except BadModelError as exc:  # not one input and one output
+        head, stop = [], str(exc)
     return Description(
         format="tflite",
         inputs=[_info(g.tensors[t]) for t in _indices(g.inputs)],
@@ -145,6 +158,8 @@ def describe(data: bytes, name: str) -> Description:
             "subgraphs": len(model.subgraphs),
             "buffers": len(model.buffers or []),
         },
+        head=head,
+        stop=stop,
     )
 
 
