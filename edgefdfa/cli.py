@@ -46,6 +46,8 @@ def demo(args: argparse.Namespace) -> int:
           f"max |diff| {d['parity']:.2g}, same class on {d['same_class']:.0%} of {d['checked']} windows\n")
     for kind, path in summary["files"].items():
         print(f"{kind:7} {path}")
+    if "plot_skipped" in summary:
+        print(f"plot    skipped: {summary['plot_skipped']}")
     return 0
 
 

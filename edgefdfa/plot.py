@@ -20,7 +20,7 @@ def plot_runs(path: str, runs: dict[str, "OnlineRun"], title: str, marks: Sequen
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'edgefdfa[plot]'") from None
+        raise ConfigError("plotting needs matplotlib: pip install 'edgefdfa[plot]'") from None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for name, run in runs.items():
         if not run.history:

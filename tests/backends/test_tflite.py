@@ -266,16 +266,26 @@ def test_a_softmax_with_another_beta_is_refused():
         fmt.split(data, None, "m.tflite")
 
 
-def test_a_quantized_head_is_refused():
+def test_an_int8_head_is_read_dequantized():
     g = Builder()
     x = g.input("x", (1, 8), "int8", quantization=(0.05, 0))
-    w = g.const(np.ones((4, 8), np.int8), "w", quantization=(0.02, 0))
-    b = g.const(np.zeros(4, np.int32), "b", quantization=(0.001, 0))
+    w = g.const(np.arange(32, dtype=np.int8).reshape(4, 8), "w", quantization=(0.02, 0))
+    b = g.const(np.array([100, -100, 0, 7], np.int32), "b", quantization=(0.001, 0))
     y = g.op("FULLY_CONNECTED", [x, w, b], (1, 4), dtype="int8", quantization=(0.1, 0))
-    data = g.finish([x], [y])
+    (layer,) = fmt.split(g.finish([x], [y]), None, "q.tflite").head
+    assert layer.form == "int8"
+    np.testing.assert_allclose(layer.W, np.arange(32).reshape(4, 8) * np.float32(0.02), rtol=1e-6)
+    np.testing.assert_allclose(layer.b, [0.1, -0.1, 0.0, 0.007], rtol=1e-5)
+
+
+def test_a_head_with_int16_activations_is_refused_by_name():
+    g = Builder()
+    x = g.input("x", (1, 8), "int16", quantization=(0.05, 0))
+    w = g.const(np.ones((4, 8), np.int8), "w", quantization=(0.02, 0))
+    y = g.op("FULLY_CONNECTED", [x, w, -1], (1, 4), dtype="int16", quantization=(0.1, 0))
     with pytest.raises(BadModelError, match=r"q\.tflite: nothing trainable.*operator 0 \(FULLY_CONNECTED\) "
-                                            r"computes in int32/int8: quantized heads are not supported yet"):
-        fmt.split(data, None, "q.tflite")
+                                            r"computes in int16: int16 activations \(16x8 quantization\) are not"):
+        fmt.split(g.finish([x], [y]), None, "q.tflite")
 
 
 def test_session_quantizes_inputs_and_dequantizes_outputs():
