@@ -150,9 +150,9 @@ def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str
             for layer, r, (_, b) in zip(layers, _ranges(ranges, len(layers), name), weights):
                 for act in layer.acts:
                     _write_activation(g, act, r, b)
+        folded = {t for layer in layers if layer.bn is not None for t in g.nodes[layer.bn].input}
         for layer, (W, b) in reversed(list(zip(layers, weights))):  # last first: an inserted Add shifts later nodes only
             _write_layer(g, layer, W, b)
-        folded = {t for layer in layers if layer.bn is not None for t in g.nodes[layer.bn].input}
         _drop_unused_initializers(g.model.graph, folded)
         if _opset(model) <= MAX_OPSET:
             model.ir_version = min(model.ir_version, MAX_IR)
@@ -910,7 +910,10 @@ def _fold(g: _Graph, k: int, layer: _Layer) -> None:
     if len(stats) != 4:
         raise _Stop(where, "it has fewer than 5 inputs")
     scale, shift, mean, var = stats
-    s = scale / np.sqrt(var + float(_attrs(node).get("epsilon", 1e-5)))
+    var = var + float(_attrs(node).get("epsilon", 1e-5))
+    if (var <= 0).any():
+        raise _Stop(where, f"its variance '{node.input[4]}' plus epsilon is {var.min():g}, not positive", fatal=True)
+    s = scale / np.sqrt(var)
     dense = layer.dense
     dense.W = (s[:, None] * dense.W.astype(np.float64)).astype(np.float32)
     dense.b = (s * (dense.b.astype(np.float64) - mean) + shift).astype(np.float32)
@@ -1048,6 +1051,9 @@ def _write_activation(g: _Graph, act: _Quant, r: np.ndarray, b: np.ndarray) -> N
 
 
 def _write_layer(g: _Graph, layer: _Layer, W: np.ndarray, b: np.ndarray) -> None:
+    if layer.bn is not None:  # the layer holds the normalization now; first, before an inserted Add shifts it
+        bn = g.nodes[layer.bn]
+        bn.CopyFrom(helper.make_node("Identity", [bn.input[0]], [bn.output[0]], name=bn.name))
     node = g.nodes[layer.node]
     attrs = _attrs(node)
     for key in ("alpha", "beta"):  # W and b go in as they are; dividing by alpha would round
@@ -1059,9 +1065,6 @@ def _write_layer(g: _Graph, layer: _Layer, W: np.ndarray, b: np.ndarray) -> None
         _write_bias(g, layer, b, w_scale)
     elif b.any():
         _add_bias(g, layer, b, w_scale)
-    if layer.bn is not None:  # the layer holds the normalization now
-        bn = g.nodes[layer.bn]
-        bn.CopyFrom(helper.make_node("Identity", [bn.input[0]], [bn.output[0]], name=bn.name))
 
 
 def _write_param(g: _Graph, p: _Param, value: np.ndarray) -> np.ndarray | None:
