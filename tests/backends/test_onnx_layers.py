@@ -155,7 +155,7 @@ def test_non_finite_head_weights_are_refused_by_name(tensor, value):
 def test_a_negative_batchnorm_variance_is_refused():
     data = poisoned(torchscript_model(), "bn1.var", 0, -4.0)
     with pytest.raises(BadModelError, match=r"node 'bn1' \(#\d, BatchNormalization\): its variance 'bn1\.var' plus "
-                                            r"epsilon is -4, not positive"):
+                                            r"epsilon is -3\.99999, not positive"):
         fmt.split(data, None, "ts.onnx")
 
 
