@@ -382,7 +382,7 @@ def _stored(g: _Graph, tensor: str) -> np.ndarray | None:
     if node is not None and node.op_type == "ConstantOfShape":
         shape = _stored(g, node.input[0]) if node.input else None
         fill = numpy_helper.to_array(attrs["value"]).reshape(-1) if "value" in attrs else np.zeros(1, np.float32)
-        if shape is None or shape.ndim != 1 or (shape < 0).any() or np.prod(shape.astype(np.int64)) > 1 << 26:
+        if shape is None or shape.ndim != 1 or (shape < 0).any() or np.prod(shape.astype(np.int64)) > 1 << 24:
             return None
         return np.full(tuple(shape.astype(np.int64)), fill[0], fill.dtype)
     if node is not None and node.op_type == "Constant":
