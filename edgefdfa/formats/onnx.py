@@ -34,7 +34,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import BadModelError, EdgeFDFAError
 from . import onnx_data, onnx_quant
-from .base import Dense, Description, Split, TensorInfo
+from .base import FORMS, Dense, Description, Split, TensorInfo
 
 SUFFIX = ".onnx"
 HEAD_OPS = ("Gemm, MatMul+Add and their quantized forms, BatchNormalization after them, Relu, Tanh, Sigmoid, "
@@ -177,6 +177,10 @@ def inference_model(data: bytes, head: int, name: str) -> bytes:
     g = _Graph(model)
     layers, _, _ = _head(g, head, name)
     model_input, _ = _single_input_output(g, name)
+    quantized = [layer.dense for layer in layers if layer.dense.form != "float32"]
+    if quantized:
+        raise BadModelError(f"{name}: {quantized[0].where} is {FORMS[quantized[0].form]}; only float32 heads "
+                            "can run with their weights as inputs")
     graph, weights = model.graph, []
     broadcast = {"broadcast": 1} if _opset(model) < 7 else {}  # before opset 7, Gemm broadcasts C on request
     for l, layer in enumerate(layers):
@@ -186,6 +190,9 @@ def inference_model(data: bytes, head: int, name: str) -> bytes:
         node = g.nodes[layer.node]
         output = node.output[0] if layer.add is None else g.nodes[layer.add].output[0]
         node.CopyFrom(helper.make_node("Gemm", [layer.input, W, b], [output], name=node.name, transB=1, **broadcast))
+        if layer.bn is not None:  # the engine's weights hold the folded normalization
+            bn = g.nodes[layer.bn]
+            bn.CopyFrom(helper.make_node("Identity", [bn.input[0]], [bn.output[0]], name=bn.name))
     for add in sorted((layer.add for layer in layers if layer.add is not None), reverse=True):
         del graph.node[add]  # the Gemm adds the bias now
     graph.input.extend(weights)
