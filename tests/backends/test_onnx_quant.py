@@ -304,3 +304,38 @@ def test_a_bias_the_integer_form_cannot_take_is_refused(quantized):
         fmt.write_head(data, [(split.head[0].W, np.ones(10, np.float32))], "q.onnx")
     out = fmt.write_head(data, [(split.head[0].W, np.zeros(10, np.float32))], "q.onnx")
     Session(out).run(DIGITS.X_test[:2])
+
+
+def int8_io_model():
+    """int8 in, int8 out: DequantizeLinear -> QDQ Gemm -> Relu folded into the output's zero point ->
+    QuantizeLinear, as a file with integer I/O has it."""
+    rng = np.random.default_rng(6)
+    q = rng.integers(-127, 128, (16, 64)).astype(np.int8)
+    init = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.float32(0.004), "ws"),
+            numpy_helper.from_array(np.float32(1 / 255), "xs"), numpy_helper.from_array(np.int8(-128), "xz"),
+            numpy_helper.from_array(np.float32(0.05), "ys"), numpy_helper.from_array(np.int8(-128), "yz")]
+    h = onnx.helper
+    nodes = [h.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"], name="dq_in"),
+             h.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="dq_w"),
+             h.make_node("Gemm", ["xf", "w"], ["a"], name="fc", transB=1),
+             h.make_node("QuantizeLinear", ["a", "ys", "yz"], ["y"], name="q_out")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.INT8, [None, 64])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.INT8, [None, 16])], init)
+    return h.make_model(graph, ir_version=9, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_integer_inputs_and_outputs_carry_their_quantization():
+    data = int8_io_model()
+    info = fmt.describe(data, "io.onnx")
+    assert [(t.dtype, t.quantization) for t in info.inputs] == [("int8", (np.float32(1 / 255).item(), -128))]
+    assert [(t.dtype, t.quantization) for t in info.outputs] == [("int8", (0.05000000074505806, -128))]
+    assert info.head == ["node 'fc' (#2, Gemm): 64 -> 16, relu, int8"]
+    split = fmt.split(data, None, "io.onnx")
+    assert ops(split.backbone) == ["DequantizeLinear"] and split.head_input.dtype == "float32"
+    x = (DIGITS.X_test * 255 - 128).round().astype(np.int8)
+    head_in = Session(split.backbone).run(x)
+    assert np.array_equal(head_in, (x.astype(np.float32) + 128) * np.float32(1 / 255))
+    (layer,) = split.head
+    expected = np.maximum(head_in @ layer.W.T + layer.b, 0)
+    y = (Session(data).run(x) + 128) * np.float32(0.05)  # the file's int8 output, dequantized
+    assert np.abs(y - np.minimum(expected, 255 * 0.05)).max() <= 0.05 / 2 + 1e-6
