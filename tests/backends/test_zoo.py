@@ -64,7 +64,7 @@ def file_of(entry: dict) -> Path:
 
 def real_outputs(entry: dict, values: np.ndarray) -> np.ndarray:
     """The recorded reference outputs as real values (an int8 output dequantized)."""
-    scale, zero_point = entry["output"]["quantization"]
+    scale, zero_point = entry["output"].get("quantization", (0.0, 0))
     return (values - zero_point) * scale if entry["output"]["dtype"] in ("int8", "uint8") and scale else values
 
 
@@ -119,7 +119,7 @@ def test_loads_and_matches_the_bare_interpreter(entry):
     if forms <= {"float32", "float16"}:
         assert np.abs(got - ref).max() < 1e-4
     else:  # the runtime's head is the dequantized float head: quantization error, same decisions
-        assert np.abs(got - ref).max() < 0.1
+        assert np.abs(got - ref).max() < 0.02 * np.abs(ref).max() + 0.05
         if got.shape[1] > 1:
             assert (got.argmax(1) == ref.argmax(1)).mean() >= 7 / 8
 
