@@ -140,6 +140,34 @@ static PyObject *py_load(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromLong(not_finite(head->sample, head->n_sample) ? EDGEFDFA_SAMPLE_NOT_FINITE : 0);
 }
 
+/* _head.copy_sample(dst, src) -> int: copy src into dst, both C-contiguous float32 buffers of one
+ * shape (dst writable), and check it: 0, EDGEFDFA_SAMPLE_NOT_FINITE, or EDGEFDFA_SAMPLE_NOT_A_BUFFER
+ * (nothing copied: src is not such a buffer of dst's shape). A backbone takes its sample this way. */
+static PyObject *py_copy_sample(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_head.copy_sample(dst, src) takes 2 arguments");
+        return NULL;
+    }
+    Py_buffer dst, src;
+    if (PyObject_GetBuffer(args[0], &dst, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &src, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        PyBuffer_Release(&dst);
+        return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
+    }
+    int fits = is_float32(dst.format) && is_float32(src.format) && src.ndim == dst.ndim && src.len == dst.len;
+    for (int d = 0; fits && d < src.ndim; ++d) fits = src.shape[d] == dst.shape[d];
+    int status = EDGEFDFA_SAMPLE_NOT_A_BUFFER;
+    if (fits) {
+        memcpy(dst.buf, src.buf, (size_t)src.len);
+        status = not_finite(dst.buf, (size_t)dst.len / sizeof(float)) ? EDGEFDFA_SAMPLE_NOT_FINITE : 0;
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return PyLong_FromLong(status);
+}
+
 /* _head.run(address) -> int: edgefdfa_run on the edgefdfa_bound_head at that address. */
 static PyObject *py_run(PyObject *module, PyObject *address) {
     (void)module;
@@ -151,6 +179,8 @@ static PyMethodDef methods[] = {
     {"load", (PyCFunction)(void (*)(void))py_load, METH_FASTCALL,
      "load(address, sample) -> status: copy the sample into the bound buffer and check it is finite."},
     {"run", py_run, METH_O, "run(address) -> status: run the bound head on the bound features."},
+    {"copy_sample", (PyCFunction)(void (*)(void))py_copy_sample, METH_FASTCALL,
+     "copy_sample(dst, src) -> status: copy a float32 sample of dst's shape into dst and check it is finite."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -122,7 +122,7 @@ class Learner:
     @property
     def compiled(self) -> bool:
         """Whether predictions run in C (the extension is built and EDGEFDFA_NATIVE is not 0)."""
-        return self._compiled is not None and self.ranges is None
+        return self._compiled is not None
 
     @property
     def n_inputs(self) -> int:
@@ -173,7 +173,7 @@ class Learner:
         """The network's output for one sample as a new (K,) array: raw (logits for ce), or with
         probabilities=True what predict_proba_one gives. Compiled where it can be (native.py)."""
         compiled = self._compiled
-        if compiled is not None and self.ranges is None:
+        if compiled is not None:
             if compiled.load(x):  # not a finite C-ordered float32 row as it is: checked, named or cast here
                 self._put_features(np.asarray(x), self._x, "x")
             if self.loss.classification and probabilities:
@@ -184,8 +184,6 @@ class Learner:
         bt = self._one
         self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
         self.net.forward(bt, derivatives=False)
-        if self.ranges is not None:
-            self._track(bt)
         if probabilities:
             self.loss.output(bt.y, self._out[None, :])
             return self._out.copy()
@@ -202,13 +200,14 @@ class Learner:
 
     def track_ranges(self) -> None:
         """From now on, keep the range of every layer's pre- and post-activation values over the
-        samples predicted (`ranges`): what a quantized export calibrates its activations from.
-        Fixed memory; predictions then run in NumPy."""
+        samples learned from (`ranges`; their forward pass is computed anyway): what a quantized
+        export calibrates its activations from. Fixed memory."""
         if self.ranges is None:
             L = self.net.n_layers
             self.ranges = np.array([[np.inf, -np.inf, np.inf, -np.inf]] * L, np.float32)
 
     def _track(self, bt) -> None:
+        """Widen `ranges` to this step's activities (before the update: what the head computed)."""
         for l, r in enumerate(self.ranges):
             a, h = bt.ap[l], bt.hp[l + 1]
             r[0], r[1] = min(r[0], a.min()), max(r[1], a.max())
@@ -289,6 +288,8 @@ class Learner:
             self._refuse(loss, blas.sumsq(self.net.grad) / (scale * scale), bt, rng_state)
             self.optimizer.step(self.net.params, self.net.grad)
         self.rule.commit(bt)
+        if self.ranges is not None:
+            self._track(bt)
         self.n_seen += bt.m
         self.n_updates += 1
         return loss

@@ -15,7 +15,6 @@ Formats and backends are plugins chosen by the file's suffix (formats/<name>.py,
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from pathlib import Path
 from types import ModuleType
@@ -24,13 +23,12 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
-from .errors import BadModelError, BadSampleError, ConfigError
+from .errors import BadModelError, ConfigError
 from .backends.base import Identity, sample_shape
 from .formats.base import Dense, Split
 from .learner import Learner, LearnerConfig
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
-_F32 = np.dtype(np.float32)
 
 
 def format_module(suffix: str) -> ModuleType:
@@ -75,10 +73,6 @@ def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
     return EdgeModel(source, m["format"], m["name"], split, learner, m["threads"], m.get("storage", {}))
 
 
-def _not_finite(x: np.ndarray) -> BadSampleError:
-    return BadSampleError(f"input holds NaN or Inf at {np.argwhere(~np.isfinite(x))[0].tolist()}")
-
-
 class EdgeModel:
     """A model file's frozen backbone in its interpreter and its head in the learner, trained by the
     engine. Samples are one model input without the batch dimension."""
@@ -88,12 +82,11 @@ class EdgeModel:
         self.source, self.suffix, self.name, self.split = source, suffix, name, split
         self.learner, self.threads, self.storage = learner, threads, storage or {}
         self.sample_shape = sample_shape(split.input.shape)
-        self.backbone = (Identity(self.sample_shape, learner.n_inputs) if split.backbone is None
+        self.backbone = (Identity(self.sample_shape, learner.n_inputs, name) if split.backbone is None
                          else backend_module(suffix).Backbone(split.backbone, threads, name))
         if self.backbone.n_features != learner.n_inputs:
             raise BadModelError(f"{name}: the backbone gives {self.backbone.n_features} features; the head takes "
                                 f"{learner.n_inputs}")
-        self._zeros = np.zeros(0, np.float32)  # sized like a sample, for the finiteness check
 
     @property
     def n_features(self) -> int:
@@ -103,45 +96,26 @@ class EdgeModel:
         """(what the file outputs for x with the head as it is now, the head's input (n_features,)),
         as new float32 arrays: the output is probabilities if the file ends in Softmax.
         `model.learner.learn_one(features, y)` then learns from what the head saw."""
-        features = self.backbone.features(self._checked(x))
+        features = self.backbone.features(x)
         return self.learner.output_one(features, probabilities=self.split.softmax), features.copy()
 
     def features(self, x: Any) -> np.ndarray:
         """The head's input for one sample: the backbone's output, flattened to (n_features,)."""
-        return self.backbone.features(self._checked(x)).copy()
+        return self.backbone.features(x).copy()
 
     def learn_one(self, x: Any, y: Any) -> float:
-        return self.learner.learn_one(self.backbone.features(self._checked(x)), y)
+        return self.learner.learn_one(self.backbone.features(x), y)
 
     def predict_one(self, x: Any) -> int | np.ndarray:
-        return self.learner.predict_one(self.backbone.features(self._checked(x)))
+        return self.learner.predict_one(self.backbone.features(x))
 
     def predict_proba_one(self, x: Any) -> np.ndarray:
         """Class probabilities (ce) or the prediction (mse)."""
-        return self.learner.predict_proba_one(self.backbone.features(self._checked(x)))
+        return self.learner.predict_proba_one(self.backbone.features(x))
 
     def output_one(self, x: Any) -> np.ndarray:
         """What the (exported) file outputs for x: probabilities if it ends in Softmax, else raw values."""
         return self.observe(x)[0]
-
-    def _checked(self, x: Any) -> np.ndarray:
-        """x checked (numbers, one sample's shape, finite) as float32: x itself when it is already."""
-        if type(x) is not np.ndarray or x.dtype is not _F32:  # the fast path takes a float32 array as it is
-            x = np.asarray(x)
-            if x.dtype.kind not in "biuf":
-                raise BadSampleError(f"input has dtype {x.dtype}; {self.name} takes numbers")
-            with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
-                x = x.astype(np.float32)
-        if x.shape != self.sample_shape and (len(x.shape) != len(self.sample_shape) or any(
-                d is not None and d != n for d, n in zip(self.sample_shape, x.shape))):
-            expected = tuple("?" if d is None else d for d in self.sample_shape)
-            raise BadSampleError(f"input has shape {x.shape}; {self.name} takes one sample of shape {expected}")
-        if self._zeros.size != x.size:
-            self._zeros = np.zeros(x.size, np.float32)
-        # one BLAS call: NaN * 0 and Inf * 0 are NaN, any finite value * 0 is 0
-        if not math.isfinite(np.vdot(x, self._zeros)):
-            raise _not_finite(x)
-        return x
 
     def head(self) -> list[Dense]:
         """The head's current layers (copies), in the file's order and forms."""

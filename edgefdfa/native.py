@@ -113,6 +113,16 @@ class Forward:
         self.output_raw, self.output_probabilities = heads[0].output, heads[1].output
 
 
+def _copy_sample(dst: np.ndarray, src) -> int:
+    """copy_sample where the module is not built: nothing is taken, the caller checks."""
+    return NOT_A_BUFFER
+
+
+copy_sample = _MODULE.copy_sample if available() else _copy_sample
+"""copy_sample(dst, src) -> 0, NOT_FINITE or NOT_A_BUFFER: src copied into dst (float32, C order, one
+shape) and checked, in one C call; the caller checks anything not 0 itself and says what is wrong."""
+
+
 def compiles(activations: list[str]) -> bool:
     """Whether the compiled forward pass is at hand and runs these activations."""
     return available() and all(a in ACTIVATIONS for a in activations)

@@ -10,15 +10,14 @@ For every file in models/manifest.json it times, on real held-out inputs, one sa
             backend does, see backends/tflite.py), onnxruntime through an IOBinding with the input and
             output buffers bound once. Reported beside bare, for the runtime's cost over the floor.
   session   edgefdfa's backend Session on the original file (Session.run, with its checks)
-  proba     EdgeModel.predict_proba_one: input checks, then
-              TFLite: the backbone cut from the file (Split.backbone) in the interpreter, through views
-                held on its input and output buffers, then the head compiled (edgefdfa/native.py: the
-                firmware's C forward pass in an extension module) on the engine's weights in place,
-                which also takes the sample in (checking its type, shape and finiteness) and applies the
-                file's Softmax;
-                EDGEFDFA_NATIVE=0, or no build of the module at install, runs the whole file as ONNX does;
-              ONNX: one call of the whole file with the engine's live head (its weights are
-                interpreter inputs) + the file's Softmax output
+  proba     EdgeModel.predict_proba_one: input checks, then the backbone cut from the file
+            (Split.backbone) in its interpreter as a feature extractor (TFLite through views held on its
+            input and output buffers, onnxruntime through bound buffers; a quantized file's backbone runs
+            quantized, its int8 features dequantized), then the head, which only the learner computes:
+            compiled (edgefdfa/native.py: the firmware's C forward pass in an extension module) on the
+            learner's weights in place, softmax included (EDGEFDFA_NATIVE=0, or no build of the module
+            at install: in NumPy); a quantized file's head runs dequantized in NumPy, which also keeps
+            the activation ranges its int8 export calibrates from
   observe   EdgeModel.observe: the same, returning (output, head features): the call a learning loop
             makes before learner.learn_one
   learn     observe + learner.learn_one: the online step
@@ -30,7 +29,7 @@ interpreter's buffers in the cache (a fixed rotation put observe after proba, on
 almost every round). learn runs in its own loop afterwards (it changes the weights). Everything
 runs on one thread (BLAS pinned before NumPy loads, interpreters with threads=1). Overhead =
 runtime / bare - 1 for proba and for observe (and / zerocopy - 1); the target is <= 10% over bare on
-imu-activity, both formats, for both calls.
+imu-activity, both formats and the int8 file, for both calls.
 
     PYTHONPATH=. python tools/bench_infer.py [--quick]
 
@@ -168,8 +167,8 @@ def table(rows: list[dict], n: int) -> str:
               "held-out inputs. bare = the interpreter's documented calls on the original file (the target's "
               "baseline); zero-copy = the same file with the input and output buffers bound once; Session.run = "
               "edgefdfa's backend session on it; proba = EdgeModel.predict_proba_one; observe = EdgeModel.observe "
-              "(TFLite: the cut backbone in the interpreter + the compiled head on the engine's weights; ONNX: one "
-              "call of the whole file, head weights fed from the engine); learn = observe + learner.learn_one. "
+              "(the cut backbone in the interpreter + the learner's head: compiled for float files, NumPy with "
+              "range tracking for int8); learn = observe + learner.learn_one. "
               "Overheads over bare (over zero-copy)."),
              "", ("| file | interpreter | bare µs | zero-copy µs | Session.run µs | proba µs | observe µs | learn µs "
                   "| proba overhead | observe overhead |"), "|" + "---|" * 10]

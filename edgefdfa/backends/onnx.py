@@ -70,8 +70,8 @@ class Backbone(base.Backbone):
             self._binding.bind_output(self.output.name, "cpu")
         self.n_features = self._run(one).size
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x)
+    def features(self, x) -> np.ndarray:
+        return self._run(base.check_sample(x, self.sample_shape, self.name))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         shape = base.batch_of_one(self.input.shape, x.shape)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Any
 
 import numpy as np
 
+from .. import native
 from ..errors import BadModelError
 from ..formats import tflite as tflite_format
 from ..formats.base import TensorInfo
@@ -115,23 +117,32 @@ class Backbone(base.Backbone):
         self.sample_shape = base.sample_shape(self.input.shape)
         self._index, self._output = self._in["index"], self._out["index"]
         self._shape = tuple(int(d) for d in self._in["shape"])  # as allocated now
+        self._sample = base.sample_shape(self._shape)
         self._quantized = _scale(self._in) is not None, _scale(self._out) is not None
-        self._invoke, self._x, self._y = None, None, None  # the wrapper's Invoke, views of the buffers
+        self._scale, self._zero_point = _scale(self._out) or (1.0, 0)
+        self._invoke, self._x, self._xs, self._y = None, None, None, None  # Invoke; views of the buffers
+        self._copy = None  # native.copy_sample into the input's view, where there is one
         self.n_features = self._run_public(np.zeros(self._shape, np.float32)).size  # allocates dynamic tensors
+        self._real = np.zeros(self.n_features, np.float32) if self._quantized[1] else None  # dequantized features
         self._take_views()
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        shape = base.batch_of_one(self.input.shape, x.shape)
-        if shape != self._shape:  # a dynamic dimension beyond the batch
-            self._resize(shape)
-        if self._x is None:
-            return self._run_public(x.reshape(shape))
-        self._x.reshape(x.shape)[...] = x  # casts, as set_tensor would
+    def features(self, x: Any) -> np.ndarray:
+        if self._copy is None or self._copy(self._xs, x):  # not taken as it is (C: shape, type, finite)
+            x = base.check_sample(x, self.sample_shape, self.name)
+            if x.shape != self._sample:  # a dynamic dimension beyond the batch
+                self._resize(base.batch_of_one(self.input.shape, x.shape))
+            if self._xs is None:
+                return self._run_public(x.reshape(self._shape))
+            np.copyto(self._xs, x)
         try:
             self._invoke()
         except (ValueError, RuntimeError) as e:
             raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
-        return _dequantize(self._y, self._out) if self._quantized[1] else self._y
+        if self._real is None:
+            return self._y
+        np.subtract(self._y, self._zero_point, out=self._real, dtype=np.float32)  # int8 -> real values
+        self._real *= self._scale
+        return self._real
 
     def _run_public(self, x: np.ndarray) -> np.ndarray:
         """features() through the Interpreter's own set_tensor / invoke / get_tensor (copies)."""
@@ -151,7 +162,7 @@ class Backbone(base.Backbone):
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed on shape {shape}: {e}") from e
-        self._shape = shape
+        self._shape, self._sample = shape, base.sample_shape(shape)
         self._run_public(np.zeros(shape, np.float32))
         self._take_views()
 
@@ -167,7 +178,8 @@ class Backbone(base.Backbone):
         except ValueError:  # a buffer not allocated: the public calls it is
             self._drop_views()
             return
-        self._invoke = wrapper.Invoke
+        self._invoke, self._xs = wrapper.Invoke, self._x.reshape(self._sample)
+        self._copy = native.copy_sample if self._xs.dtype == np.float32 else None
         self._x[...] = 0  # the trial invokes run on zeros, not on whatever the allocation held
         for _ in range(2):
             self._invoke()
@@ -182,7 +194,7 @@ class Backbone(base.Backbone):
 
     def _drop_views(self) -> None:
         """Back to the public calls: they check that nothing refers to the wrapper but the Interpreter."""
-        self._invoke, self._x, self._y = None, None, None
+        self._invoke, self._x, self._xs, self._y, self._copy = None, None, None, None, None
 
 
 def _load(model: bytes, threads: int, name: str, batch_of_one: bool = False):
