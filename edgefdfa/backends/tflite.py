@@ -124,6 +124,10 @@ class Backbone(base.Backbone):
         self._copy = None  # native.copy_sample into the input's view, where there is one
         self.n_features = self._run_public(np.zeros(self._shape, np.float32)).size  # allocates dynamic tensors
         self._real = np.zeros(self.n_features, np.float32) if self._quantized[1] else None  # dequantized features
+        self._table = None  # the real value of each of the 256 codes of an 8-bit output
+        if self._quantized[1] and np.dtype(self._out["dtype"]).itemsize == 1:
+            codes = np.arange(256, dtype=np.uint8).view(self._out["dtype"])
+            self._table = _dequantize(codes, self._out)
         self._take_views()
 
     def features(self, x: Any) -> np.ndarray:
@@ -140,7 +144,9 @@ class Backbone(base.Backbone):
             raise BadModelError(f"{self.name}: the TFLite interpreter ({NAME}) failed: {e}") from e
         if self._real is None:
             return self._y
-        np.subtract(self._y, self._zero_point, out=self._real, dtype=np.float32)  # int8 -> real values
+        if self._table is not None:  # int8 / uint8 -> real values: one look-up of the 256 possible
+            return self._table.take(self._y.view(np.uint8), out=self._real, mode="wrap")  # wrap: no bounds check to buffer
+        np.subtract(self._y, self._zero_point, out=self._real, dtype=np.float32)
         self._real *= self._scale
         return self._real
 
