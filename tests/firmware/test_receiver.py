@@ -41,7 +41,9 @@ from firmware_bridge.protocol import (
     layer_table,
     model_id,
 )
+from firmware_bridge.protocol import VERSION
 from tests.bridge import hostile
+from tests.bridge import wire as req
 from tests.bridge.conftest import Relay, learned_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +57,9 @@ LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))  # the small head of tests/bridge/test
 START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
 SLOT = 4 * img.size(LAYERS)
 KEY = b"k" * 16
-STATE = struct.Struct("<4I64sIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, active, valid,
-#                                        version, reserved, crc
+STATE = struct.Struct("<4I64sIIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, counter, active,
+#                                         valid, version, reserved, crc
+MODEL = model_id(LAYERS)
 
 
 def build(out, *extra):
@@ -177,26 +180,35 @@ def assert_same_replies(c_out, py_out):
             assert a == b
 
 
-def msg(kind, payload=b"", seq=1, version=1):
+def msg(kind, payload=b"", seq=1, version=VERSION):
     return encode(kind, seq, payload, version=version)
 
 
-def raw(magic=b"EB", version=1, kind=1, seq=7, length=None, payload=b"", crc=None):
+def raw(magic=b"EB", version=VERSION, kind=1, seq=7, length=None, payload=b"", crc=None):
     """A COBS record (with delimiter) of a hand-built frame: any header, any CRC."""
     body = struct.pack("<2sBBHH", magic, version, kind, seq, len(payload) if length is None else length) + payload
     return cobs.encode(body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)) + b"\x00"
 
 
-def session(update, encoding=Encoding.F32, update_id=9, base_id=0, flags=0, size=40):
-    """BEGIN and every CHUNK of an update (seq 1)."""
-    out = msg(MsgType.BEGIN, Begin(update_id, base_id, len(update), encoding, flags).pack())
-    for at in range(0, len(update), size):
-        out += msg(MsgType.CHUNK, Chunk(at, update[at:at + size]).pack())
+def session(update, encoding=Encoding.F32, update_id=9, base_id=0, flags=0, size=40, key=None, counter=1,
+            chunks=None):
+    """BEGIN (signed with `key` if given; SIGNED flag with a zero hmac if flags says so without one) and
+    every CHUNK (of `chunks` if given, else of the update) (seq 1)."""
+    b = req.begin(update, MODEL, update_id, base_id, encoding, counter, key, signed=bool(flags & 1) or None)
+    out, data = msg(MsgType.BEGIN, b.pack()), update if chunks is None else chunks
+    for at in range(0, len(data), size):
+        out += msg(MsgType.CHUNK, Chunk(at, data[at:at + size]).pack())
     return out
 
 
 def commit(digest=bytes(32), update_id=9, mac=b"", seq=7):
     return msg(MsgType.COMMIT, Commit(update_id, digest, mac).pack(), seq)
+
+
+def signed_commit(update, digest, key, update_id=9, base_id=0, encoding=Encoding.F32, counter=1, seq=7):
+    """The COMMIT, signed with `key`, of the session `session(update, ..., key=key)` begins."""
+    b = req.begin(update, MODEL, update_id, base_id, encoding, counter, key)
+    return msg(MsgType.COMMIT, req.commit(b, digest, MODEL, key).pack(), seq)
 
 
 def varint_update(gaps_bytes, count, q=b"", scale=0.5):
@@ -218,8 +230,8 @@ GOOD16 = enc.encode(START + 1, LAYERS, Encoding.F16)  # 46 bytes: an UPDATE of i
 ONE_CHANGE = varint_update(b"\x00", 1, b"\x01")  # sparse, 34 bytes: fits signed too
 
 
-def update(data=GOOD16, digest=bytes(32), update_id=9, base_id=0, encoding=Encoding.F16, flags=0, mac=b""):
-    return raw(kind=MsgType.UPDATE, payload=Update(update_id, base_id, encoding, flags, digest, mac, data).pack())
+def update(data=GOOD16, digest=bytes(32), update_id=9, base_id=0, encoding=Encoding.F16, flags=0, mac=b"", counter=1):
+    return raw(kind=MsgType.UPDATE, payload=Update(update_id, base_id, encoding, flags, counter, digest, mac, data).pack())
 
 # name: (prelude frames, the hostile frame (seq 7), what answers it: an ERROR code, "NACK", "ACTIVE",
 # "SILENT" (no reply, nothing dropped) or None (dropped silently and counted) [, the device's key])
@@ -230,7 +242,8 @@ CORPUS = {
     "decoded_over_max_frame": (b"", msg(MsgType.CHUNK, bytes(200), seq=7), None),
     "overlong_record": (b"", b"\x01" * 500 + b"\x00", None),
     "bad_magic": (b"", raw(magic=b"XY"), Code.BAD_MAGIC),
-    "bad_version": (b"", raw(version=2), Code.BAD_VERSION),
+    "bad_version": (b"", raw(version=3), Code.BAD_VERSION),
+    "version_1_frame": (b"", raw(version=1), Code.BAD_VERSION),
     "header_length_mismatch": (b"", raw(length=5), Code.BAD_LENGTH),
     "unknown_type": (b"", raw(kind=0x42), Code.BAD_TYPE),
     "type_zero": (b"", raw(kind=0), Code.BAD_TYPE),
@@ -239,11 +252,17 @@ CORPUS = {
     "hello_req_with_payload": (b"", raw(kind=MsgType.HELLO_REQ, payload=b"x"), Code.BAD_LENGTH),
     "status_req_with_payload": (b"", raw(kind=MsgType.STATUS_REQ, payload=b"x"), Code.BAD_LENGTH),
     "begin_13_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(13)), Code.BAD_LENGTH),
-    "begin_15_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(15)), Code.BAD_LENGTH),
+    "begin_14_bytes_of_version_1": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 0, 0).pack()[:14]),
+                                    Code.BAD_LENGTH),
+    "begin_49_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(49)), Code.BAD_LENGTH),
+    "begin_51_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(51)), Code.BAD_LENGTH),
+    "begin_signed_without_hmac": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 0, 1).pack()), Code.BAD_LENGTH),
     "chunk_without_data": (b"", raw(kind=MsgType.CHUNK, payload=bytes(4)), Code.BAD_LENGTH),
     "commit_35_bytes": (b"", raw(kind=MsgType.COMMIT, payload=bytes(35)), Code.BAD_LENGTH),
     "commit_69_bytes": (b"", raw(kind=MsgType.COMMIT, payload=bytes(69)), Code.BAD_LENGTH),
     "rollback_3_bytes": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(3)), Code.BAD_LENGTH),
+    "rollback_4_bytes_of_version_1": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(4)), Code.BAD_LENGTH),
+    "rollback_41_bytes": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(41)), Code.BAD_LENGTH),
     "infer_5_bytes": (b"", raw(kind=MsgType.INFER, payload=bytes(5)), Code.BAD_LENGTH),
     "infer_empty": (b"", raw(kind=MsgType.INFER), Code.BAD_INPUT),
     "infer_3_values": (b"", raw(kind=MsgType.INFER, payload=bytes(12)), Code.BAD_INPUT),
@@ -278,8 +297,30 @@ CORPUS = {
     "commit_hmac_unsigned_session": (session(GOOD), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_LENGTH),
     "commit_no_hmac_signed_session": (session(GOOD, flags=1), commit(img.digest(START + 1)), Code.BAD_LENGTH),
     "commit_wrong_digest": (session(GOOD), commit(img.digest(START)), Code.BAD_DIGEST),
-    "commit_forged_hmac": (session(GOOD, flags=1), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_SIGNATURE,
+    "commit_forged_hmac": (session(GOOD, key=KEY), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_SIGNATURE,
                            KEY),
+    "commit_unsigned_in_a_keyed_session": (session(GOOD, key=KEY), commit(img.digest(START + 1)), Code.BAD_LENGTH, KEY),
+    "commit_hmac_of_another_session": (session(GOOD, key=KEY), signed_commit(GOOD, img.digest(START + 1), KEY, counter=2),
+                                       Code.BAD_SIGNATURE, KEY),
+    "commit_chunks_not_the_begun_update": (session(GOOD, chunks=(START + 2).tobytes()), commit(img.digest(START + 2)),
+                                           Code.BAD_DIGEST),
+    "commit_signed_chunks_not_the_begun_update": (session(GOOD, key=KEY, chunks=(START + 2).tobytes()),
+                                                  signed_commit(GOOD, img.digest(START + 1), KEY), Code.BAD_DIGEST, KEY),
+    "begin_forged_hmac": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL, signed=True).pack()),
+                          Code.BAD_SIGNATURE, KEY),
+    "begin_signed_with_another_key": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL, key=b"x" * 16).pack()),
+                                      Code.BAD_SIGNATURE, KEY),
+    "begin_for_another_model": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL ^ 1, key=KEY).pack()),
+                                Code.BAD_SIGNATURE, KEY),
+    "begin_counter_not_above_the_device": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL, key=KEY,
+                                                                                          counter=0).pack()),
+                                           Code.STALE, KEY),
+    "begin_older_than_the_session": (session(GOOD, key=KEY, counter=5),
+                                     raw(kind=MsgType.BEGIN, payload=req.begin(GOOD16, MODEL, 10, encoding=Encoding.F16,
+                                                                                key=KEY, counter=4).pack()),
+                                     Code.STALE, KEY),
+    "begin_unsigned_during_a_keyed_session": (session(GOOD, key=KEY), raw(kind=MsgType.BEGIN, payload=Begin(
+        10, 0, 8, 0, 0).pack()), Code.UNSIGNED, KEY),
     "f32_nan": (session(BAD_F32.tobytes()), commit(), Code.BAD_UPDATE),
     "f32_one_byte_short": (session(GOOD[:-1]), commit(), Code.BAD_UPDATE),
     "f16_byte_left_over": (session(enc.encode(START, LAYERS, Encoding.F16) + b"\x01", Encoding.F16), commit(),
@@ -318,6 +359,11 @@ CORPUS = {
     "update_during_a_session": (session(bytes(8)), update(), Code.BAD_DIGEST),
     "rollback_without_previous": (b"", msg(MsgType.ROLLBACK, Rollback(3).pack(), seq=7), Code.NO_PREVIOUS),
     "rollback_to_active": (b"", msg(MsgType.ROLLBACK, Rollback(0).pack(), seq=7), "ACTIVE"),
+    "rollback_unsigned_on_keyed": (b"", msg(MsgType.ROLLBACK, Rollback(0).pack(), seq=7), Code.UNSIGNED, KEY),
+    "rollback_forged_on_keyed": (b"", msg(MsgType.ROLLBACK, Rollback(0, 1, bytes(32)).pack(), seq=7),
+                                 Code.BAD_SIGNATURE, KEY),
+    "update_counter_not_above_the_device": (b"", msg(MsgType.UPDATE, req.update(
+        ONE_CHANGE, bytes(32), MODEL, encoding=Encoding.SPARSE_INT8, counter=0, key=KEY).pack(), seq=7), Code.STALE, KEY),
     "sync_bytes": (b"", b"\x00\x00\x00", "SILENT"),
 }
 STATUS_REQ = msg(MsgType.STATUS_REQ, seq=8)
@@ -381,13 +427,13 @@ def test_python_device_refuses_a_device_type_before_its_length():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(hostile.frames, max_size=25), st.booleans())
-def test_random_streams_answer_like_the_python_device(run_c, stream, delimit):
-    """Noise and malformed frames, delimited or run together: the same replies byte for byte, and
-    the weights never change."""
+@given(st.lists(hostile.frames, max_size=25), st.booleans(), st.sampled_from([None, KEY]))
+def test_random_streams_answer_like_the_python_device(run_c, stream, delimit, key):
+    """Noise and malformed frames, delimited or run together, to a device with and without a key: the
+    same replies byte for byte, and the weights never change."""
     wire = b"".join(w + b"\x00" if delimit else w for w in stream) + b"\x00" + STATUS_REQ
-    c_out, c_image = run_c(wire)
-    py_out, py_image = run_python(wire)
+    c_out, c_image = run_c(wire, key=key)
+    py_out, py_image = run_python(wire, key=key)
     assert_same_replies(c_out, py_out)
     assert c_image.tobytes() == py_image.tobytes() == START.tobytes()
 
@@ -448,14 +494,13 @@ def test_one_frame_updates_install_like_the_python_device(run_c, keyed):
     """UPDATEs that install (f16, then a signed sparse delta against it), one resent: the same replies,
     byte for byte, and the same image, bit for bit."""
     key = KEY if keyed else None
-    flags, wire = int(keyed), b""
+    wire = b""
     first = enc.decode(GOOD16, LAYERS, Encoding.F16)
     second = enc.decode(ONE_CHANGE, LAYERS, Encoding.SPARSE_INT8, first)
-    for data, encoding, base, image, update_id in ((GOOD16, Encoding.F16, 0, first, 9),
-                                                   (ONE_CHANGE, Encoding.SPARSE_INT8, 9, second, 10)):
-        begin = Begin(update_id, base, len(data), encoding, flags)
-        mac = enc.signature(KEY, begin, img.digest(image)) if keyed else b""
-        frame = update(data, img.digest(image), update_id, base, encoding, flags, mac)
+    for data, encoding, base, image, update_id, counter in ((GOOD16, Encoding.F16, 0, first, 9, 1),
+                                                            (ONE_CHANGE, Encoding.SPARSE_INT8, 9, second, 10, 2)):
+        u = req.update(data, img.digest(image), MODEL, update_id, base, encoding, counter, key)
+        frame = raw(kind=MsgType.UPDATE, payload=u.pack())
         wire += frame + frame  # the second: a resent UPDATE, answered ACTIVE
     c_out, c_image = run_c(wire + STATUS_REQ, key=key, max_frame=256)
     py_out, py_image = run_python(wire + STATUS_REQ, key=key, max_frame=256)
@@ -472,9 +517,8 @@ def test_signed_update_commits_with_any_key_length(run_c, key_len):
     """HMAC keys longer than SHA-256's 64-byte block are hashed first (RFC 2104), as Python's hmac does."""
     key = bytes(range(7, 7 + key_len))
     update = enc.encode(START + 1, LAYERS, Encoding.F32)
-    begin = Begin(9, 0, len(update), Encoding.F32, 1)
     digest = img.digest(START + 1)
-    wire = session(update, flags=1) + commit(digest, mac=enc.signature(key, begin, digest))
+    wire = session(update, key=key) + signed_commit(update, digest, key)
     c_out, c_image = run_c(wire, key=key)
     assert frames(c_out)[-1] == (MsgType.ACTIVE, 7, struct.pack("<I", 9) + digest)
     assert c_image.tobytes() == (START + 1).tobytes()
@@ -528,7 +572,7 @@ class CDevice:
     def image(self):
         """The active slot as persisted: (update id, image)."""
         data = self.state.read_bytes()
-        _, _, id0, id1, _, _, active, *_ = STATE.unpack_from(data)
+        _, _, id0, id1, _, _, _, active, *_ = STATE.unpack_from(data)
         size = (len(data) - STATE.size) // 2
         at = STATE.size + active * size
         return (id0, id1)[active], np.frombuffer(data[at:at + size], "<f4")
