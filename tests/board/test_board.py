@@ -16,7 +16,8 @@ from firmware_bridge.protocol import NONE, DeviceTimeout, Hello, MsgType, model_
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imu-activity.onnx"
 RECORD_SPAN = 128  # board/mps2_an385/flash.h FLASH_RECORD_SPAN: flash.bin holds two record copies, then the slots
-RECORD = struct.Struct("<4I64sIB")  # efb_rx_state up to `active`: magic, generation, ids, digests, model_id, active
+RECORD = struct.Struct("<4I64sIIB")  # efb_rx_state up to `active`: magic, generation, ids, digests, model_id,
+#                                     counter, active
 MAX_FLASH, MAX_RAM = 64 * 1024, 20 * 1024  # a small Cortex-M3 part (STM32F103C8: 64 KiB flash, 20 KiB RAM)
 
 
