@@ -304,7 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--port", help="device path or pyserial URL to serve on")
     where.add_argument("--pty", action="store_true",
                        help="serve a fresh virtual serial cable and print the path of its host end")
-    parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed updates")
+    parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed "
+                                      "state changes with a fresh security counter (PROTOCOL.md §5)")
     parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
     parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
 
