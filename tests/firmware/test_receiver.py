@@ -31,6 +31,7 @@ from firmware_bridge.protocol import (
     Commit,
     DeviceTimeout,
     Encoding,
+    Hello,
     Layer,
     MsgType,
     ProtocolError,
@@ -752,3 +753,46 @@ def test_failed_persist_keeps_the_old_weights(c_rig):
     s = host.status(relay.host.path)
     assert (s.active_id, s.previous_id) == (0, 0xFFFFFFFF) and device.image()[0] == 0
     assert np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
+
+
+def signed_push(target, update_id, counter, key=KEY, seq=1):
+    """A whole signed chunked push of `target` (f32) at `counter`: BEGIN, CHUNKs, COMMIT."""
+    data = enc.encode(target, LAYERS, Encoding.F32)
+    b = req.begin(data, MODEL, update_id, counter=counter, key=key)
+    out = msg(MsgType.BEGIN, b.pack(), seq)
+    for at in range(0, len(data), 40):
+        out += msg(MsgType.CHUNK, Chunk(at, data[at:at + 40]).pack(), seq)
+    return out + msg(MsgType.COMMIT, req.commit(b, img.digest(target), MODEL, key).pack(), seq)
+
+
+def test_replays_and_splices_answer_like_the_python_device(run_c):
+    """One keyed device through a downgrade (push 1 replayed after push 2), a splice (push 1's BEGIN
+    and COMMIT around zero CHUNKs), an unsigned and a forged ROLLBACK, a signed one and its replay,
+    and an unsigned BEGIN in a signed session: the C receiver answers byte for byte as the Python
+    device, refuses each by name and ends on push 2's weights with push 1 in the rollback slot."""
+    first, second = signed_push(START + 1, 11, 1, seq=1), signed_push(START + 2, 12, 2, seq=2)
+    spliced = msg(MsgType.BEGIN, req.begin(enc.encode(START + 1, LAYERS, Encoding.F32), MODEL, 11, counter=1,
+                                           key=KEY).pack(), 3)
+    spliced += msg(MsgType.CHUNK, Chunk(0, bytes(40)).pack(), 3)
+    spliced += msg(MsgType.COMMIT, Commit(11, img.digest(START + 1)).pack(), 3)
+    back = msg(MsgType.ROLLBACK, req.rollback(11, MODEL, 3, KEY).pack(), 6)
+    wire = (first + second + first + spliced
+            + msg(MsgType.ROLLBACK, req.rollback(11, MODEL, 3).pack(), 4)  # unsigned
+            + msg(MsgType.ROLLBACK, Rollback(11, 3, bytes(32)).pack(), 5)  # forged
+            + back + msg(MsgType.ROLLBACK, req.rollback(12, MODEL, 4, KEY).pack(), 7) + back  # back, forth, replay
+            + session(GOOD, key=KEY, counter=5) + msg(MsgType.BEGIN, Begin(13, 0, 8, 0, 0).pack(), 8)
+            + msg(MsgType.HELLO_REQ, seq=9) + STATUS_REQ)
+    c_out, c_image = run_c(wire, key=KEY)
+    py_out, py_image = run_python(wire, key=KEY)
+    assert_same_replies(c_out, py_out)
+    replies = frames(c_out)
+    refused = [(s, Code(p[0]), MsgType(p[1])) for k, s, p in replies if k == MsgType.ERROR]
+    assert (2, Code.STALE, MsgType.BEGIN) not in refused and (1, Code.STALE, MsgType.BEGIN) in refused  # the replay
+    assert (3, Code.STALE, MsgType.BEGIN) in refused and (3, Code.NOT_IN_SESSION, MsgType.COMMIT) in refused
+    assert {(4, Code.UNSIGNED, MsgType.ROLLBACK), (5, Code.BAD_SIGNATURE, MsgType.ROLLBACK),
+            (6, Code.STALE, MsgType.ROLLBACK), (8, Code.UNSIGNED, MsgType.BEGIN)} <= set(refused)
+    hello = Hello.unpack(next(p for k, s, p in replies if k == MsgType.HELLO))
+    status = Status.unpack(replies[-1][2])
+    assert (hello.active_id, hello.counter) == (12, 5)  # the session's counter (5) is the floor now
+    assert (status.state, status.previous_id, status.have) == (1, 11, len(GOOD))  # the session survived
+    assert c_image.tobytes() == py_image.tobytes() == (START + 2).tobytes()
