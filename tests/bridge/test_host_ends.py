@@ -11,7 +11,7 @@ import pytest
 
 from firmware_bridge import host
 from firmware_bridge import image as img
-from firmware_bridge.frame import FrameReader, encode
+from firmware_bridge.frame import Frame, FrameReader, encode
 from firmware_bridge.protocol import (
     Ack,
     Code,
@@ -19,6 +19,7 @@ from firmware_bridge.protocol import (
     Error,
     Hello,
     MsgType,
+    VERSION,
     Nack,
     ProtocolError,
     model_id,
@@ -32,11 +33,11 @@ WALL = 20.0  # seconds: far above what the retry budget allows, far below "forev
 
 
 class ScriptedDevice:
-    """Answers HELLO_REQ honestly, ACKs every BEGIN at have=0, and answers each CHUNK with
-    `on_chunk(seq)` (a list of wire frames); counts what it got."""
+    """Answers HELLO_REQ honestly (in protocol `version`), ACKs every BEGIN at have=0, and answers
+    each CHUNK with `on_chunk(seq)` (a list of wire frames); counts what it got."""
 
-    def __init__(self, on_chunk):
-        self.pty, self.on_chunk = Pty(), on_chunk
+    def __init__(self, on_chunk, version=VERSION):
+        self.pty, self.on_chunk, self.version = Pty(), on_chunk, version
         self.got = {MsgType.BEGIN: 0, MsgType.CHUNK: 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -47,7 +48,7 @@ class ScriptedDevice:
         self.got[kind] = self.got.get(kind, 0) + 1
         if kind == MsgType.HELLO_REQ:
             hello = Hello(1024, 0x1F, 0, 4 * img.size(LAYERS), model_id(LAYERS), 0, 0, LAYERS)
-            return [encode(MsgType.HELLO, frame.seq, hello.pack())]
+            return [encode(MsgType.HELLO, frame.seq, hello.pack(), version=self.version)]
         if kind == MsgType.BEGIN:
             return [encode(MsgType.ACK, frame.seq, Ack(0).pack())]
         if kind == MsgType.CHUNK:
@@ -65,7 +66,7 @@ class ScriptedDevice:
             except OSError:
                 return
             for frame in reader.feed(data):
-                for reply in self._answer(frame) if not isinstance(frame, Exception) else []:
+                for reply in self._answer(frame) if isinstance(frame, Frame) else []:
                     os.write(self.pty.master, reply)
 
     def close(self):
@@ -97,8 +98,8 @@ def push_within(port, wall=WALL):
 def scripted():
     made = []
 
-    def make(on_chunk):
-        made.append(ScriptedDevice(on_chunk))
+    def make(on_chunk, **kw):
+        made.append(ScriptedDevice(on_chunk, **kw))
         return made[-1]
 
     yield make
@@ -131,3 +132,11 @@ def test_a_device_that_goes_silent_ends_the_push_after_the_retries(scripted):
     device = scripted(lambda seq: [])
     error, seconds = push_within(device.pty.path)
     assert isinstance(error, DeviceTimeout) and seconds >= RETRIES * 0.2
+
+
+def test_a_device_of_another_protocol_version_is_named_not_waited_for(scripted):
+    """A version-1 device's HELLO: the host raises BAD_VERSION at once instead of timing out."""
+    device = scripted(lambda seq: [], version=1)
+    error, seconds = push_within(device.pty.path)
+    assert isinstance(error, ProtocolError) and error.code == Code.BAD_VERSION and "version 1" in str(error)
+    assert seconds < 0.2 * (RETRIES + 1)  # no retries spent
