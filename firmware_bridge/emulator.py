@@ -11,6 +11,8 @@ path of the other end, the port a host opens (as QEMU's `-serial pty` does).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import sys
 import threading
 from collections.abc import Sequence
@@ -46,6 +48,7 @@ from .protocol import (
     MsgType,
     Nack,
     ProtocolError,
+    Rollback,
     State,
     Status,
     Update,
@@ -61,7 +64,8 @@ Reply = tuple[MsgType, int, Message]  # type, seq, message
 class Device:
     """The device's memory and state machine; `handle` maps one received frame to its replies.
 
-    Slots persist across `reset` (they model flash); the session (staging) does not.
+    Slots, ids and the security counter persist across `reset` (they model flash); the session
+    (staging) does not.
     """
 
     def __init__(self, layers: Sequence[Layer], weights: np.ndarray, *, key: bytes | None = None,
@@ -70,17 +74,20 @@ class Device:
             raise ValueError(f"max_frame {max_frame!r} is outside [{MIN_FRAME}, {MAX_FRAME_LIMIT}]")
         self.layers = tuple(layers)
         self.key, self.max_frame, self.encodings = key, max_frame, encodings
+        self.model_id = model_id(self.layers)
         self.slot_size = 4 * img.size(self.layers)
         self.slots = np.zeros((2, img.size(self.layers)), np.float32)  # (2, size): active and inactive
         self.slots[0] = weights
         self.ids, self.valid, self.active = [0, 0], [True, False], 0
+        self.counter = 0  # the security counter of the last state change (persisted with the slots)
         self.staging = bytearray(self.slot_size)
         self.dropped, self.last_error = 0, Code.OK
         self.lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
-        """A power cycle: the session and staging are lost, the slots and the active index kept."""
+        """A power cycle: the session and staging are lost, the slots, the active index and the
+        security counter kept."""
         with self.lock:
             self.session: Begin | None = None
             self.have, self.nacked_at = 0, -1
@@ -89,6 +96,11 @@ class Device:
     def weights(self) -> np.ndarray:
         """The active image."""
         return self.slots[self.active]
+
+    @property
+    def floor(self) -> int:
+        """HELLO's counter: a keyed device takes a new state change only with a counter above it."""
+        return max(self.counter, self.session.counter) if self.session and self.key else self.counter
 
     def handle(self, item: Frame | FrameError) -> list[Reply]:
         """The replies to one received record (possibly none)."""
@@ -113,10 +125,24 @@ class Device:
     def _active(self, seq: int) -> Reply:
         return MsgType.ACTIVE, seq, Active(self.ids[self.active], img.digest(self.weights))
 
+    def _authentic(self, kind: MsgType, body: bytes, tag: bytes, bound: bytes = b"") -> None:
+        """On a keyed device: UNSIGNED without an hmac, BAD_SIGNATURE if it does not verify."""
+        if self.key is None:
+            return
+        if not tag:
+            raise ProtocolError(Code.UNSIGNED, f"this device accepts only a signed {kind.name}")
+        if not enc.verify(self.key, kind, self.model_id, body, tag, bound):
+            raise ProtocolError(Code.BAD_SIGNATURE, f"the {kind.name}'s HMAC does not verify")
+
+    def _fresh(self, counter: int) -> None:
+        """On a keyed device: STALE unless `counter` is above the device's."""
+        if self.key and counter <= self.floor:
+            raise ProtocolError(Code.STALE, f"security counter {counter}; the device is at {self.floor}")
+
     def _dispatch(self, kind: MsgType, seq: int, m: Message) -> list[Reply]:
         if kind == MsgType.HELLO_REQ:
             return [(MsgType.HELLO, seq, Hello(self.max_frame, self.encodings, KEYED if self.key else 0,
-                                               self.slot_size, model_id(self.layers), self.ids[self.active],
+                                               self.slot_size, self.model_id, self.ids[self.active], self.floor,
                                                self.layers))]
         if kind == MsgType.STATUS_REQ:
             other = 1 - self.active
@@ -131,34 +157,45 @@ class Device:
                 raise ProtocolError(Code.BAD_INPUT, f"{x.size} inputs, expected {self.layers[0].n_in}")
             return [(MsgType.OUTPUT, seq, Vector(img.forward(self.weights, self.layers, x)))]
         if kind == MsgType.ROLLBACK:
-            other = 1 - self.active
-            if self.ids[self.active] != m.to_id:  # equal: a resent ROLLBACK already done
-                if not self.valid[other] or self.ids[other] != m.to_id:
-                    raise ProtocolError(Code.NO_PREVIOUS, f"update {m.to_id} is not in the inactive slot")
-                self.active = other
-            return [self._active(seq)]
+            return [self._rollback(seq, m)]
         if kind == MsgType.BEGIN:
-            return [self._begin(seq, m)]
+            self._begin(m, m.hmac)
+            return [(MsgType.ACK, seq, Ack(self.have))]
         if kind == MsgType.CHUNK:
             return self._chunk(seq, m)
         if kind == MsgType.UPDATE:
             return [self._update(seq, m)]
         return [self._commit(seq, m)]
 
-    def _begin(self, seq: int, b: Begin) -> Reply:
+    def _rollback(self, seq: int, r: Rollback) -> Reply:
+        self._authentic(MsgType.ROLLBACK, r.body(), r.hmac)
+        other = 1 - self.active
+        if self.ids[self.active] != r.to_id:  # equal: a resent ROLLBACK already done
+            if not self.valid[other] or self.ids[other] != r.to_id:
+                raise ProtocolError(Code.NO_PREVIOUS, f"update {r.to_id} is not in the inactive slot")
+            self._fresh(r.counter)
+            self.active = other
+            self.counter = r.counter if self.key else self.counter
+        return self._active(seq)
+
+    def _begin(self, b: Begin, tag: bytes, kind: MsgType = MsgType.BEGIN, body: bytes | None = None) -> None:
+        """BEGIN's checks (an UPDATE's: its own type, body and hmac), then the session: a new one, or
+        the same update resumed. A refusal changes nothing."""
         if b.update_id == 0 or b.flags & ~SIGNED:
             raise ProtocolError(Code.BAD_FLAGS, f"update id {b.update_id}, flags 0x{b.flags:02x}")
         if b.encoding >= 8 or not self.encodings >> b.encoding & 1:
             raise ProtocolError(Code.BAD_ENCODING, f"encoding {b.encoding}")
         if b.total > self.slot_size:
             raise ProtocolError(Code.TOO_LARGE, f"{b.total} bytes for a {self.slot_size}-byte slot")
-        if self.key and not b.flags & SIGNED:
-            raise ProtocolError(Code.UNSIGNED, "this device accepts only signed updates")
+        self._authentic(kind, b.body() if body is None else body, tag)
+        resume = b.same_update(self.session) and (not self.key or self.counter < b.counter >= self.session.counter)
+        if not resume:
+            self._fresh(b.counter)
         if b.encoding == Encoding.SPARSE_INT8 and b.base_id != self.ids[self.active]:
             raise ProtocolError(Code.BASE_MISMATCH, f"delta against {b.base_id}, active is {self.ids[self.active]}")
-        if b != self.session:  # a new update; the same one again resumes
-            self.session, self.have, self.nacked_at = b, 0, -1
-        return MsgType.ACK, seq, Ack(self.have)
+        if not resume:
+            self.have, self.nacked_at = 0, -1
+        self.session = dataclasses.replace(b, hmac=b"")
 
     def _chunk(self, seq: int, c: Chunk) -> list[Reply]:
         if self.session is None:
@@ -177,15 +214,16 @@ class Device:
         return [(MsgType.ACK, seq, Ack(self.have))]
 
     def _update(self, seq: int, u: Update) -> Reply:
-        """BEGIN, CHUNK(0, data) and COMMIT in one; the first refusal is the answer."""
+        """BEGIN, CHUNK(0, data) and COMMIT in one, authenticated by the UPDATE's own hmac; the first
+        refusal is the answer."""
         if u.update_id == self.ids[self.active] and u.digest == img.digest(self.weights):
             return self._active(seq)  # a resent UPDATE of what is already active: nothing changes
-        self._begin(seq, u.begin)
+        self._begin(u.begin, u.hmac, MsgType.UPDATE, u.body())
         self.staging[:len(u.data)] = u.data
         self.have = len(u.data)
-        return self._commit(seq, u.commit)
+        return self._commit(seq, u.commit, authenticated=True)
 
-    def _commit(self, seq: int, c: Commit) -> Reply:
+    def _commit(self, seq: int, c: Commit, authenticated: bool = False) -> Reply:
         s = self.session
         if s is None:
             if c.update_id == self.ids[self.active] and c.digest == img.digest(self.weights):
@@ -195,11 +233,16 @@ class Device:
             raise ProtocolError(Code.BAD_DIGEST, f"COMMIT of update {c.update_id}, the session is {s.update_id}")
         if self.have < s.total:
             raise ProtocolError(Code.INCOMPLETE, f"{self.have} of {s.total} bytes")
+        if not authenticated:
+            if bool(s.flags & SIGNED) != (len(c.hmac) == DIGEST_BYTES):
+                raise ProtocolError(Code.BAD_LENGTH, "the COMMIT's HMAC does not match BEGIN's SIGNED flag")
+            self._authentic(MsgType.COMMIT, c.body(), c.hmac, s.body())
+        if self.key and s.counter <= self.counter:
+            raise ProtocolError(Code.STALE, f"the session's counter {s.counter} is not above the device's "
+                                            f"{self.counter} (a ROLLBACK came after its BEGIN)")
         self.session = None  # from here on, any failure drops the staged update
-        if bool(s.flags & SIGNED) != (len(c.hmac) == DIGEST_BYTES):
-            raise ProtocolError(Code.BAD_LENGTH, "the COMMIT's HMAC does not match BEGIN's SIGNED flag")
-        if self.key and not enc.verify(self.key, s, c.digest, c.hmac):
-            raise ProtocolError(Code.BAD_SIGNATURE, "the HMAC does not verify")
+        if hashlib.sha256(self.staging[:s.total]).digest() != s.update_hash:
+            raise ProtocolError(Code.BAD_DIGEST, "the staged update does not hash to BEGIN's update hash")
         if s.encoding == Encoding.SPARSE_INT8 and s.base_id != self.ids[self.active]:
             raise ProtocolError(Code.BASE_MISMATCH, f"delta against {s.base_id}, active is {self.ids[self.active]}")
         inactive = 1 - self.active
@@ -208,7 +251,8 @@ class Device:
         if img.digest(self.slots[inactive]) != c.digest:
             raise ProtocolError(Code.BAD_DIGEST, "the decoded image does not match the COMMIT's digest")
         self.ids[inactive], self.valid[inactive] = s.update_id, True
-        self.active = inactive  # the swap: one write
+        self.counter = s.counter if self.key else self.counter
+        self.active = inactive  # the swap: one write (of the record holding the counter too)
         return self._active(seq)
 
 
@@ -260,7 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--port", help="device path or pyserial URL to serve on")
     where.add_argument("--pty", action="store_true",
                        help="serve a fresh virtual serial cable and print the path of its host end")
-    parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed updates")
+    parser.add_argument("--key", help="file holding the pre-shared HMAC key; the device then accepts only signed "
+                                      "state changes with a fresh security counter (PROTOCOL.md §5)")
     parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
     parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
 

@@ -1,5 +1,5 @@
 """Update encodings (PROTOCOL.md §4–§5): an image to the bytes CHUNKs carry and back, the
-update id, and the HMAC signature.
+update id, and the HMAC that signs a request.
 
 `decode` is what a device runs; the host runs the same function on its own bytes to learn exactly
 which image the device will hold (for the digest, the parity check and the sparse residual).
@@ -17,9 +17,9 @@ import numpy as np
 from edgefdfa.formats.c_header import quantize_per_channel
 
 from . import image as img
-from .protocol import Begin, Code, Encoding, Layer, ProtocolError
+from .protocol import Code, Encoding, Layer, ProtocolError
 
-SIGNATURE_CONTEXT = b"EFDFA-UPDATE-1"
+MAC_CONTEXT = b"EFDFA-2"  # every signed request of protocol version 2
 _SPARSE_HEAD = struct.Struct("<If")  # count, scale
 
 
@@ -195,17 +195,19 @@ def decode(update: bytes, layers: Sequence[Layer], encoding: int, base: np.ndarr
     return out
 
 
-def update_id(begin_tail: Begin, update: bytes) -> int:
-    """The id the host gives an update: u32 of SHA-256(BEGIN payload from byte 4 | update); never 0."""
-    h = hashlib.sha256(begin_tail.pack()[4:] + update).digest()
+def update_id(base_id: int, total: int, encoding: int, flags: int, update: bytes) -> int:
+    """The id the host gives an update: u32 of SHA-256(base_id | total | encoding | flags | update);
+    never 0. It leaves out the counter, so a push of the same weights resumes (PROTOCOL.md §4)."""
+    h = hashlib.sha256(struct.pack("<IIBB", base_id, total, encoding, flags) + update).digest()
     return int.from_bytes(h[:4], "little") or 1
 
 
-def signature(key: bytes, begin: Begin, digest: bytes) -> bytes:
-    """HMAC-SHA256(key, context | BEGIN payload | digest)."""
-    return hmac.new(key, SIGNATURE_CONTEXT + begin.pack() + digest, hashlib.sha256).digest()
+def mac(key: bytes, kind: int, model: int, body: bytes, bound: bytes = b"") -> bytes:
+    """HMAC-SHA256(key, context | type | model_id | bound | body): the signature of one request
+    (PROTOCOL.md §5); `bound` is the session's BEGIN body for a COMMIT, else empty."""
+    return hmac.new(key, MAC_CONTEXT + struct.pack("<BI", kind, model) + bound + body, hashlib.sha256).digest()
 
 
-def verify(key: bytes, begin: Begin, digest: bytes, mac: bytes) -> bool:
-    """Whether `mac` is the signature of this update, compared in constant time."""
-    return hmac.compare_digest(signature(key, begin, digest), mac)
+def verify(key: bytes, kind: int, model: int, body: bytes, tag: bytes, bound: bytes = b"") -> bool:
+    """Whether `tag` is the signature of this request, compared in constant time."""
+    return hmac.compare_digest(mac(key, kind, model, body, bound), tag)

@@ -17,11 +17,12 @@ image), the largest changes first.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,7 +34,7 @@ from edgefdfa.formats.base import Dense
 
 from . import encoding as enc
 from . import image as img
-from .frame import MAX_FRAME_LIMIT, MIN_FRAME, OVERHEAD, Frame
+from .frame import MAX_FRAME_LIMIT, MIN_FRAME, OVERHEAD, Frame, FrameError
 from .link import Link, open_port
 from .mirror import Mirror
 from .protocol import (
@@ -116,6 +117,8 @@ class Session:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             item = self.link.receive(left)
+            if isinstance(item, FrameError) and item.code == Code.BAD_VERSION and item.seq in seqs:
+                raise ProtocolError(Code.BAD_VERSION, f"the device's reply: {item}")  # it speaks another version
             if isinstance(item, Frame) and item.seq in seqs:
                 try:
                     return MsgType(item.kind), decode_message(item.kind, item.payload)
@@ -192,12 +195,10 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
         update = enc.encode(target, layers, code, base=base, budget=sparse_budget(budget, layers))
         expected = enc.decode(update, layers, code, base)
         digest = img.digest(expected)
-        tail = Begin(0, hello.active_id if code == Encoding.SPARSE_INT8 else 0, len(update), code, SIGNED if key else 0)
-        begin = Begin(enc.update_id(tail, update), tail.base_id, tail.total, tail.encoding, tail.flags)
-        commit = Commit(begin.update_id, digest, enc.signature(key, begin, digest) if key else b"")
+        begin, commit = signed_session(key, hello, code, update, digest)
         if OVERHEAD + Update.FIELDS + len(commit.hmac) + len(update) <= hello.max_frame:  # one frame: UPDATE
             resent = s.resent
-            active = s.request(MsgType.UPDATE, Active, Update.of(begin, commit, update))
+            active = s.request(MsgType.UPDATE, Active, one_frame(key, hello, begin, commit, update))
             resumed, resends = 0, s.resent - resent
             if progress:
                 progress(len(update), len(update))
@@ -215,6 +216,25 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
     return report
 
 
+def signed_session(key: bytes | None, hello: Hello, code: Encoding, update: bytes, digest: bytes) -> tuple[Begin, Commit]:
+    """The BEGIN and COMMIT of `update` at the device's security counter + 1, signed iff `key`
+    (PROTOCOL.md §5): BEGIN's hmac over its fields, COMMIT's over the session and the digest."""
+    base_id, flags = hello.active_id if code == Encoding.SPARSE_INT8 else 0, SIGNED if key else 0
+    begin = Begin(enc.update_id(base_id, len(update), code, flags, update), base_id, len(update), code, flags,
+                  (hello.counter + 1) & 0xFFFFFFFF, hashlib.sha256(update).digest())
+    commit = Commit(begin.update_id, digest)
+    if key:
+        begin = replace(begin, hmac=enc.mac(key, MsgType.BEGIN, hello.model_id, begin.body()))
+        commit = replace(commit, hmac=enc.mac(key, MsgType.COMMIT, hello.model_id, commit.body(), begin.body()))
+    return begin, commit
+
+
+def one_frame(key: bytes | None, hello: Hello, begin: Begin, commit: Commit, update: bytes) -> Update:
+    """The UPDATE that stands for BEGIN `begin`, CHUNK(0, update), COMMIT `commit`, signed iff `key`."""
+    u = Update(begin.update_id, begin.base_id, begin.encoding, begin.flags, begin.counter, commit.digest, b"", update)
+    return replace(u, hmac=enc.mac(key, MsgType.UPDATE, hello.model_id, u.body())) if key else u
+
+
 def sparse_budget(budget: int | None, layers: Sequence[Layer]) -> int:
     """The byte budget of a sparse update: `budget`, or SPARSE_BUDGET of the slot (at least the
     encoding's minimum); never over the slot."""
@@ -225,35 +245,50 @@ def sparse_budget(budget: int | None, layers: Sequence[Layer]) -> int:
 
 def _transfer(s: Session, begin: Begin, update: bytes, chunk: int, window: int,
               progress: Progress | None) -> tuple[int, int]:
-    """BEGIN, then go-back-N CHUNKs until the device holds all of `update`: (resumed from, resends)."""
+    """BEGIN, then go-back-N CHUNKs until the device holds all of `update`: (resumed from, resends).
+
+    Bounded: more than `retries` stalls in a row (a timeout, a NACK or a NOT_IN_SESSION that moves
+    nothing) end the push with the last one named (DeviceTimeout, or ProtocolError of the device's
+    code), and so do more than 2 x window x (retries + 1) replies in a row that move nothing."""
     resumed = acked = sent_up_to = next_ = s.request(MsgType.BEGIN, Ack, begin).have
-    resends, stalls, seqs = 0, 0, set()
+    resends, stalls, idle, seqs = 0, 0, 0, set()
     while acked < len(update):
         while next_ < len(update) and next_ - acked < window * chunk:
             resends += next_ < sent_up_to
             seqs.add(s.send(MsgType.CHUNK, Chunk(next_, update[next_:next_ + chunk])))
             next_ = min(next_ + chunk, len(update))
             sent_up_to = max(sent_up_to, next_)
-        got = s.reply(seqs, s.timeout)
+        got, before, refused = s.reply(seqs, s.timeout), acked, None
         if got is None:
-            stalls += 1
-            if stalls > s.retries:
-                raise DeviceTimeout(f"the device stopped acknowledging at byte {acked} of {len(update)}")
-            next_ = acked
-            continue
-        m = got[1]
-        if isinstance(m, Error):
-            if m.code != Code.NOT_IN_SESSION:
-                raise ProtocolError(m.code, f"the device refused a CHUNK at byte {acked}")
+            next_, refused = acked, Code.TIMEOUT
+        elif isinstance(got[1], Error):
+            if got[1].code != Code.NOT_IN_SESSION:
+                raise ProtocolError(got[1].code, f"the device refused a CHUNK at byte {acked}")
             acked = next_ = s.request(MsgType.BEGIN, Ack, begin).have  # the device was reset: begin again
             seqs.clear()  # replies to chunks sent before the reset no longer say what the device holds
-        elif isinstance(m, (Ack, Nack)) and acked <= m.have <= len(update):
-            stalls = 0 if m.have > acked else stalls
-            acked = m.have
-            next_ = acked if isinstance(m, Nack) else max(next_, acked)
+            before, refused = len(update) + 1, Code.NOT_IN_SESSION  # a new session: no progress to count
+        elif isinstance(got[1], (Ack, Nack)) and acked <= got[1].have <= len(update):
+            acked = got[1].have
+            next_ = acked if isinstance(got[1], Nack) else max(next_, acked)
+            refused = got[1].code if isinstance(got[1], Nack) else None
+        if acked > before:
+            stalls = idle = 0
+        elif refused is not None:
+            stalls += 1
+        else:
+            idle += 1
+        if stalls > s.retries or idle > 2 * window * (s.retries + 1):
+            _give_up(refused, acked, len(update), stalls)
         if progress:
             progress(acked, len(update))
     return resumed, resends
+
+
+def _give_up(last: int | None, acked: int, total: int, stalls: int) -> None:
+    """End a transfer that stopped moving: DeviceTimeout, or the device's refusal by its code."""
+    if last in (None, Code.TIMEOUT):
+        raise DeviceTimeout(f"the device stopped acknowledging at byte {acked} of {total}")
+    raise ProtocolError(last, f"the device kept refusing CHUNKs at byte {acked} of {total} ({stalls} times in a row)")
 
 
 def _parity(s: Session, hello: Hello, expected: np.ndarray, target: np.ndarray, n: int = 4) -> tuple[float, float]:
@@ -301,13 +336,19 @@ def status(port: str | serial.SerialBase, *, timeout: float = 0.5, retries: int 
         return s.request(MsgType.STATUS_REQ, Status)
 
 
-def rollback(port: str | serial.SerialBase, *, timeout: float = 0.5, retries: int = 5) -> Active:
-    """Make the inactive slot (the previous weights) active again; ProtocolError NO_PREVIOUS if empty."""
+def rollback(port: str | serial.SerialBase, *, key: bytes | None = None, timeout: float = 0.5,
+             retries: int = 5) -> Active:
+    """Make the inactive slot (the previous weights) active again, signed at the device's counter + 1
+    iff `key` (a keyed device takes no other); ProtocolError NO_PREVIOUS if the slot is empty."""
     with session(port, timeout, retries) as s:
+        hello = s.request(MsgType.HELLO_REQ, Hello)
         before = s.request(MsgType.STATUS_REQ, Status)
         if before.previous_id == NONE:
             raise ProtocolError(Code.NO_PREVIOUS, "the device holds no previous weights")
-        return s.request(MsgType.ROLLBACK, Active, Rollback(before.previous_id))
+        r = Rollback(before.previous_id, (hello.counter + 1) & 0xFFFFFFFF)
+        if key:
+            r = replace(r, hmac=enc.mac(key, MsgType.ROLLBACK, hello.model_id, r.body()))
+        return s.request(MsgType.ROLLBACK, Active, r)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ outside it. `decode_message(type, payload)` picks the class by type.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ import numpy as np
 from edgefdfa.errors import EdgeFDFAError
 
 MAGIC = b"EB"
-VERSION = 1
+VERSION = 2  # PROTOCOL.md: 2 authenticates every state change with a security counter
 DIGEST_BYTES = 32  # SHA-256 and HMAC-SHA256
-SIGNED = 0x01  # BEGIN and UPDATE flags bit0: the update carries an HMAC
-KEYED = 0x01  # HELLO flags bit0: the device accepts only signed updates
+SIGNED = 0x01  # BEGIN and UPDATE flags bit0: the message carries an HMAC
+KEYED = 0x01  # HELLO flags bit0: the device accepts only signed state changes
 NONE = 0xFFFFFFFF  # STATUS previous_id of an empty inactive slot (0 is the factory weights' id)
 
 
@@ -54,6 +55,7 @@ class Code(IntEnum):
     MODEL_MISMATCH = 22
     TIMEOUT = 23
     STORAGE = 24
+    STALE = 25
 
 
 class ProtocolError(EdgeFDFAError, ValueError):
@@ -159,12 +161,13 @@ class Hello:
     slot_size: int
     model_id: int
     active_id: int
+    counter: int  # the security counter: a keyed device takes a state change only with a higher one
     layers: tuple[Layer, ...]
-    _FIXED: ClassVar[struct.Struct] = struct.Struct("<HBBIII")
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<HBBIIII")
 
     def pack(self) -> bytes:
         return self._FIXED.pack(self.max_frame, self.encodings, self.flags, self.slot_size, self.model_id,
-                                self.active_id) + layer_table(self.layers)
+                                self.active_id, self.counter) + layer_table(self.layers)
 
     @classmethod
     def unpack(cls, payload: bytes) -> Hello:
@@ -175,22 +178,48 @@ class Hello:
         return cls(*cls._FIXED.unpack_from(payload), layers)
 
 
+def _signed(payload: bytes, fields: int, flags: int, what: str) -> tuple[bytes, bytes]:
+    """(the fields, the hmac) of a payload of `fields` bytes and a 32-byte hmac iff `flags` has SIGNED."""
+    n = fields + (DIGEST_BYTES if flags & SIGNED else 0)
+    if len(payload) != n:
+        raise ProtocolError(Code.BAD_LENGTH, f"{what} payload is {len(payload)} bytes, expected {n}")
+    return payload[:fields], bytes(payload[fields:])
+
+
 @dataclass(frozen=True)
 class Begin:
-    """Start (or resume) an update of `total` encoded bytes."""
+    """Start (or resume) an update of `total` encoded bytes whose SHA-256 is `update_hash`, at the
+    security counter `counter` (PROTOCOL.md §5)."""
 
     update_id: int
     base_id: int
     total: int
     encoding: int
     flags: int
+    counter: int = 0
+    update_hash: bytes = bytes(DIGEST_BYTES)
+    hmac: bytes = b""  # 32 bytes iff flags has SIGNED, else empty
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<IIIBBI")
+    FIELDS: ClassVar[int] = 18 + DIGEST_BYTES  # bytes before the hmac
+
+    def body(self) -> bytes:
+        """The payload without its hmac: what the hmac signs, and what names the session."""
+        return self._FIXED.pack(self.update_id, self.base_id, self.total, self.encoding, self.flags,
+                                self.counter) + self.update_hash
 
     def pack(self) -> bytes:
-        return struct.pack("<IIIBB", self.update_id, self.base_id, self.total, self.encoding, self.flags)
+        return self.body() + self.hmac
+
+    def same_update(self, other: Begin | None) -> bool:
+        """Whether `other` begins the same update (every field but the counter and the hmac)."""
+        return other is not None and self.body()[:14] == other.body()[:14] and self.update_hash == other.update_hash
 
     @classmethod
     def unpack(cls, payload: bytes) -> Begin:
-        return cls(*_fixed("<IIIBB", payload, "BEGIN"))
+        if len(payload) < cls.FIELDS:
+            raise ProtocolError(Code.BAD_LENGTH, f"BEGIN payload is {len(payload)} bytes, expected 50 or 82")
+        fields, mac = _signed(payload, cls.FIELDS, payload[13], "BEGIN")
+        return cls(*cls._FIXED.unpack_from(fields), bytes(fields[18:]), mac)
 
 
 @dataclass(frozen=True)
@@ -218,8 +247,12 @@ class Commit:
     digest: bytes
     hmac: bytes = b""  # empty or 32 bytes
 
+    def body(self) -> bytes:
+        """The payload without its hmac."""
+        return struct.pack("<I", self.update_id) + self.digest
+
     def pack(self) -> bytes:
-        return struct.pack("<I", self.update_id) + self.digest + self.hmac
+        return self.body() + self.hmac
 
     @classmethod
     def unpack(cls, payload: bytes) -> Commit:
@@ -231,33 +264,38 @@ class Commit:
 @dataclass(frozen=True)
 class Update:
     """BEGIN, the whole update and COMMIT in one frame, for an update that fits one (PROTOCOL.md §2):
-    the device handles it as BEGIN(total = len(data)), CHUNK(0, data), COMMIT."""
+    the device handles it as BEGIN(total = len(data), update_hash = SHA-256(data)), CHUNK(0, data),
+    COMMIT, once its own hmac verifies."""
 
     update_id: int
     base_id: int
     encoding: int
     flags: int
+    counter: int
     digest: bytes
     hmac: bytes  # 32 bytes iff flags has SIGNED, else empty
     data: bytes
-    _FIXED: ClassVar[struct.Struct] = struct.Struct("<IIBB")
-    FIELDS: ClassVar[int] = 10 + DIGEST_BYTES  # bytes before the hmac
-
-    @classmethod
-    def of(cls, begin: Begin, commit: Commit, data: bytes) -> Update:
-        """The one-frame form of BEGIN `begin`, CHUNK(0, data), COMMIT `commit`."""
-        return cls(begin.update_id, begin.base_id, begin.encoding, begin.flags, commit.digest, commit.hmac, data)
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<IIBBI")
+    FIELDS: ClassVar[int] = 14 + DIGEST_BYTES  # bytes before the hmac
 
     @property
     def begin(self) -> Begin:
-        return Begin(self.update_id, self.base_id, len(self.data), self.encoding, self.flags)
+        """The BEGIN this UPDATE stands for (unsigned: the UPDATE's own hmac covers it)."""
+        return Begin(self.update_id, self.base_id, len(self.data), self.encoding, self.flags, self.counter,
+                     hashlib.sha256(self.data).digest())
 
     @property
     def commit(self) -> Commit:
-        return Commit(self.update_id, self.digest, self.hmac)
+        return Commit(self.update_id, self.digest)
+
+    def body(self) -> bytes:
+        """The payload without its hmac: what the hmac signs."""
+        return self._FIXED.pack(self.update_id, self.base_id, self.encoding, self.flags, self.counter) + \
+            self.digest + self.data
 
     def pack(self) -> bytes:
-        return self._FIXED.pack(self.update_id, self.base_id, self.encoding, self.flags) + self.digest + self.hmac + self.data
+        return self._FIXED.pack(self.update_id, self.base_id, self.encoding, self.flags, self.counter) + \
+            self.digest + self.hmac + self.data
 
     @classmethod
     def unpack(cls, payload: bytes) -> Update:
@@ -265,7 +303,7 @@ class Update:
         if len(payload) <= head:
             raise ProtocolError(Code.BAD_LENGTH, f"UPDATE payload of {len(payload)} bytes: its fields take {head} "
                                                  "and the update at least 1")
-        return cls(*cls._FIXED.unpack_from(payload), bytes(payload[10:cls.FIELDS]), bytes(payload[cls.FIELDS:head]),
+        return cls(*cls._FIXED.unpack_from(payload), bytes(payload[14:cls.FIELDS]), bytes(payload[cls.FIELDS:head]),
                    bytes(payload[head:]))
 
 
@@ -317,16 +355,25 @@ class Active:
 
 @dataclass(frozen=True)
 class Rollback:
-    """Make the weights with update id `to_id` (those in the inactive slot) active again."""
+    """Make the weights with update id `to_id` (those in the inactive slot) active again, at the
+    security counter `counter`."""
 
     to_id: int
+    counter: int = 0
+    hmac: bytes = b""  # empty or 32 bytes
+
+    def body(self) -> bytes:
+        """The payload without its hmac: what the hmac signs."""
+        return struct.pack("<II", self.to_id, self.counter)
 
     def pack(self) -> bytes:
-        return struct.pack("<I", self.to_id)
+        return self.body() + self.hmac
 
     @classmethod
     def unpack(cls, payload: bytes) -> Rollback:
-        return cls(*_fixed("<I", payload, "ROLLBACK"))
+        if len(payload) not in (8, 8 + DIGEST_BYTES):
+            raise ProtocolError(Code.BAD_LENGTH, f"ROLLBACK payload is {len(payload)} bytes, expected 8 or 40")
+        return cls(*struct.unpack_from("<II", payload), bytes(payload[8:]))
 
 
 @dataclass(frozen=True)

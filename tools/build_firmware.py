@@ -2,7 +2,10 @@
 the head's forward pass and the board support in firmware_bridge/c/board/mps2_an385, with a
 shipped model's dense head as the factory weights. Prints the code and RAM size.
 
-    python tools/build_firmware.py [--model models/imu-activity.onnx] [--out build/firmware]
+    python tools/build_firmware.py [--model models/imu-activity.onnx] [--key FILE] [--out build/firmware]
+
+With --key the firmware holds that pre-shared key and is a KEYED device (PROTOCOL.md §5): it takes
+only signed state changes with a fresh security counter.
 
 Needs arm-none-eabi-gcc and newlib (Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi).
 """
@@ -58,12 +61,23 @@ def factory_header(model: Path) -> str:
     return c_header(edgefdfa.load(model).head(), prefix="factory_head", source=model.name)
 
 
-def build(out: Path, model: Path = MODEL, cc: str = "arm-none-eabi-gcc") -> Firmware:
-    """Compile and link out/fw.elf; raises RuntimeError with the compiler's output on failure."""
+def key_header(key: bytes | None) -> str:
+    """board_key.h: the pre-shared key as a byte array (BOARD_KEY_LEN 0: a device without a key)."""
+    if key is not None and not 1 <= len(key) <= 256:
+        raise ValueError(f"a {len(key)}-byte key; the board takes 1 to 256 bytes")
+    body = ", ".join(f"0x{b:02x}" for b in key or b"\0")
+    return (f"/* written by tools/build_firmware.py */\n#define BOARD_KEY_LEN {len(key or b'')}u\n"
+            f"static const unsigned char board_key[] = {{{body}}};\n")
+
+
+def build(out: Path, model: Path = MODEL, cc: str = "arm-none-eabi-gcc", key: bytes | None = None) -> Firmware:
+    """Compile and link out/fw.elf (KEYED with `key`); raises RuntimeError with the compiler's output
+    on failure."""
     if shutil.which(cc) is None:
         raise RuntimeError(f"{cc} not found (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "factory_head.h").write_text(factory_header(model))
+    (out / "board_key.h").write_text(key_header(key))
     elf = out / "fw.elf"
     cmd = [cc, *CFLAGS, f"-I{C_DIR}", f"-I{BOARD}", f"-I{out}",
            *map(str, SOURCES), *LDFLAGS, "-o", str(elf)]
@@ -78,10 +92,11 @@ def build(out: Path, model: Path = MODEL, cc: str = "arm-none-eabi-gcc") -> Firm
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL, help="the model whose head is the factory weights")
+    parser.add_argument("--key", type=Path, help="file holding the pre-shared HMAC key: a keyed device")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "firmware")
     args = parser.parse_args()
     try:
-        print(build(args.out, args.model))
+        print(build(args.out, args.model, key=args.key.read_bytes() if args.key else None))
     except RuntimeError as e:
         print(e, file=sys.stderr)
         return 1

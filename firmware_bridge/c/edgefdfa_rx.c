@@ -14,10 +14,12 @@ enum { /* message types (PROTOCOL.md §2) */
 enum {
     HEADER = 8, OVERHEAD = 12,  /* magic, version, type, seq, length | payload | crc */
     SIGNED = 0x01, KEYED = 0x01, /* BEGIN flags bit0, HELLO flags bit0 */
-    BEGIN_BYTES = 14, COMMIT_BYTES = 4 + EFB_DIGEST_BYTES, STATUS_BYTES = 24,
-    UPDATE_FIELDS = 10 + EFB_DIGEST_BYTES /* UPDATE's bytes before its hmac */
+    BEGIN_BYTES = 18 + EFB_DIGEST_BYTES,  /* BEGIN's bytes before its hmac: fields, update hash */
+    COMMIT_BYTES = 4 + EFB_DIGEST_BYTES, STATUS_BYTES = 24, ROLLBACK_BYTES = 8,
+    UPDATE_FIELDS = 14 + EFB_DIGEST_BYTES, /* UPDATE's bytes before its hmac */
+    HELLO_FIXED = 21                       /* HELLO's bytes before its layer table */
 };
-static const uint8_t CONTEXT[14] = {'E', 'F', 'D', 'F', 'A', '-', 'U', 'P', 'D', 'A', 'T', 'E', '-', '1'};
+static const uint8_t CONTEXT[7] = {'E', 'F', 'D', 'F', 'A', '-', '2'}; /* of every signed request */
 
 /* ---- little-endian fields and float bits ---- */
 
@@ -152,19 +154,30 @@ static void sha256_of(const void *p, size_t n, uint8_t out[EFB_DIGEST_BYTES]) {
     sha256_final(&s, out);
 }
 
-static void hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *msg, size_t n, uint8_t out[EFB_DIGEST_BYTES]) {
-    uint8_t pad[64] = {0}, inner[EFB_DIGEST_BYTES];
-    sha256 s;
+/* HMAC-SHA256 over a message fed in pieces: hmac_init, sha256_update(&h.inner, ...), hmac_final. */
+typedef struct {
+    sha256 inner;
+    uint8_t opad[64];
+} hmac;
+
+static void hmac_init(hmac *h, const uint8_t *key, size_t key_len) {
+    uint8_t pad[64] = {0};
     if (key_len > sizeof pad) sha256_of(key, key_len, pad); /* long keys are hashed first */
     else memcpy(pad, key, key_len);
-    for (unsigned i = 0; i < 64; ++i) pad[i] ^= 0x36;
+    for (unsigned i = 0; i < 64; ++i) {
+        h->opad[i] = (uint8_t)(pad[i] ^ 0x5C);
+        pad[i] ^= 0x36;
+    }
+    sha256_init(&h->inner);
+    sha256_update(&h->inner, pad, sizeof pad);
+}
+
+static void hmac_final(hmac *h, uint8_t out[EFB_DIGEST_BYTES]) {
+    uint8_t inner[EFB_DIGEST_BYTES];
+    sha256 s;
+    sha256_final(&h->inner, inner);
     sha256_init(&s);
-    sha256_update(&s, pad, 64);
-    sha256_update(&s, msg, n);
-    sha256_final(&s, inner);
-    for (unsigned i = 0; i < 64; ++i) pad[i] ^= 0x36 ^ 0x5C;
-    sha256_init(&s);
-    sha256_update(&s, pad, 64);
+    sha256_update(&s, h->opad, sizeof h->opad);
     sha256_update(&s, inner, sizeof inner);
     sha256_final(&s, out);
 }
@@ -211,7 +224,7 @@ efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_
     }
     uint32_t n_in = c->layers[0].n_in, n_out = c->layers[c->n_layers - 1].n_out;
     if (c->max_frame < EFB_MIN_FRAME || c->max_frame > EFB_MAX_FRAME ||
-        OVERHEAD + 17u + 5u * c->n_layers > c->max_frame || OVERHEAD + 4u * n_out > c->max_frame) {
+        OVERHEAD + HELLO_FIXED + 5u * c->n_layers > c->max_frame || OVERHEAD + 4u * n_out > c->max_frame) {
         return EFB_RX_BAD_MAX_FRAME;
     }
     if (4u * params != c->slot_size) return EFB_RX_BAD_SLOT_SIZE;
@@ -346,6 +359,13 @@ static void send_active(efb_rx *rx, uint16_t seq) {
     send(rx, T_ACTIVE, seq, COMMIT_BYTES);
 }
 
+/* HELLO's counter: a keyed device takes a new state change only with a counter above it (the
+ * persisted one, or the session's if higher). */
+static uint32_t floor_of(const efb_rx *rx) {
+    if (rx->cfg.key_len && rx->in_session && rx->counter > rx->state.counter) return rx->counter;
+    return rx->state.counter;
+}
+
 static void send_hello(efb_rx *rx, uint16_t seq) {
     uint8_t *p = reply_payload(rx);
     wr16(p, rx->cfg.max_frame);
@@ -354,13 +374,14 @@ static void send_hello(efb_rx *rx, uint16_t seq) {
     wr32(p + 4, rx->cfg.slot_size);
     wr32(p + 8, rx->model_id);
     wr32(p + 12, efb_rx_active_id(rx));
-    p[16] = rx->cfg.n_layers;
+    wr32(p + 16, floor_of(rx));
+    p[20] = rx->cfg.n_layers;
     for (unsigned l = 0; l < rx->cfg.n_layers; ++l) {
-        wr16(p + 17 + 5 * l, rx->cfg.layers[l].n_out);
-        wr16(p + 19 + 5 * l, rx->cfg.layers[l].n_in);
-        p[21 + 5 * l] = rx->cfg.layers[l].activation;
+        wr16(p + 21 + 5 * l, rx->cfg.layers[l].n_out);
+        wr16(p + 23 + 5 * l, rx->cfg.layers[l].n_in);
+        p[25 + 5 * l] = rx->cfg.layers[l].activation;
     }
-    send(rx, T_HELLO, seq, 17u + 5u * rx->cfg.n_layers);
+    send(rx, T_HELLO, seq, HELLO_FIXED + 5u * rx->cfg.n_layers);
 }
 
 static void send_status(efb_rx *rx, uint16_t seq) {
@@ -488,31 +509,71 @@ static int decode_update(efb_rx *rx, float *out) {
 
 /* ---- messages (PROTOCOL.md §6) ---- */
 
-/* BEGIN's checks, then its session (a new one, or the same update resumed); EFB_OK or the refusal. */
-static efb_code begin(efb_rx *rx, const uint8_t *p) {
-    uint32_t id = rd32(p), base = rd32(p + 4), total = rd32(p + 8);
-    uint8_t encoding = p[12], flags = p[13];
+/* On a keyed device, whether a request is signed (UNSIGNED if tag is NULL) and its HMAC over
+ * context | type | model_id | a | b verifies (BAD_SIGNATURE); EFB_OK without a key. */
+static efb_code authentic(const efb_rx *rx, uint8_t type, const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                          const uint8_t *tag) {
+    if (!rx->cfg.key_len) return EFB_OK;
+    if (tag == NULL) return EFB_UNSIGNED;
+    uint8_t head[sizeof CONTEXT + 5], mac[EFB_DIGEST_BYTES];
+    memcpy(head, CONTEXT, sizeof CONTEXT);
+    head[sizeof CONTEXT] = type;
+    wr32(head + sizeof CONTEXT + 1, rx->model_id);
+    hmac h;
+    hmac_init(&h, rx->cfg.key, rx->cfg.key_len);
+    sha256_update(&h.inner, head, sizeof head);
+    sha256_update(&h.inner, a, na);
+    if (nb > 0) sha256_update(&h.inner, b, nb);
+    hmac_final(&h, mac);
+    return same(mac, tag, EFB_DIGEST_BYTES) ? EFB_OK : EFB_BAD_SIGNATURE;
+}
+
+/* The session's BEGIN without its hmac (BEGIN_BYTES): what a COMMIT's HMAC is bound to. */
+static void session_body(const efb_rx *rx, uint8_t out[BEGIN_BYTES]) {
+    wr32(out, rx->update_id);
+    wr32(out + 4, rx->base_id);
+    wr32(out + 8, rx->total);
+    out[12] = rx->encoding;
+    out[13] = rx->flags;
+    wr32(out + 14, rx->counter);
+    memcpy(out + 18, rx->update_hash, EFB_DIGEST_BYTES);
+}
+
+/* BEGIN's checks on its body b (BEGIN_BYTES), authenticated as the request of `type` over a | c
+ * with `tag` (a BEGIN's own, or an UPDATE's), then its session: a new one, or the same update
+ * resumed. EFB_OK or the refusal; a refusal changes nothing. */
+static efb_code begin(efb_rx *rx, const uint8_t *b, uint8_t type, const uint8_t *a, size_t na, const uint8_t *c,
+                      size_t nc, const uint8_t *tag) {
+    uint32_t id = rd32(b), base = rd32(b + 4), total = rd32(b + 8), counter = rd32(b + 14);
+    uint8_t encoding = b[12], flags = b[13];
     if (id == 0 || (flags & ~SIGNED) != 0) return EFB_BAD_FLAGS;
     if (encoding >= 8 || !(((unsigned)rx->cfg.encodings >> encoding) & 1u)) return EFB_BAD_ENCODING;
     if (total > rx->cfg.slot_size) return EFB_TOO_LARGE;
-    if (rx->cfg.key_len && !(flags & SIGNED)) return EFB_UNSIGNED;
+    efb_code code = authentic(rx, type, a, na, c, nc, tag);
+    if (code != EFB_OK) return code;
+    int same_update = rx->in_session && rx->update_id == id && rx->base_id == base && rx->total == total &&
+                      rx->encoding == encoding && rx->flags == flags &&
+                      same(rx->update_hash, b + 18, EFB_DIGEST_BYTES);
+    int resume = same_update && (!rx->cfg.key_len || (counter > rx->state.counter && counter >= rx->counter));
+    if (!resume && rx->cfg.key_len && counter <= floor_of(rx)) return EFB_STALE;
     if (encoding == EFB_SPARSE_INT8 && base != efb_rx_active_id(rx)) return EFB_BASE_MISMATCH;
-    if (!(rx->in_session && rx->update_id == id && rx->base_id == base && rx->total == total &&
-          rx->encoding == encoding && rx->flags == flags)) { /* a new update; the same one resumes */
-        rx->in_session = 1;
-        rx->update_id = id;
-        rx->base_id = base;
-        rx->total = total;
-        rx->encoding = encoding;
-        rx->flags = flags;
+    if (!resume) {
         rx->have = 0;
         rx->nacked = 0;
     }
+    rx->in_session = 1;
+    rx->update_id = id;
+    rx->base_id = base;
+    rx->total = total;
+    rx->encoding = encoding;
+    rx->flags = flags;
+    rx->counter = counter;
+    memcpy(rx->update_hash, b + 18, EFB_DIGEST_BYTES);
     return EFB_OK;
 }
 
 static void on_begin(efb_rx *rx, uint16_t seq, const uint8_t *p) {
-    efb_code code = begin(rx, p);
+    efb_code code = begin(rx, p, T_BEGIN, p, BEGIN_BYTES, NULL, 0, (p[13] & SIGNED) ? p + BEGIN_BYTES : NULL);
     if (code == EFB_OK) send_ack(rx, seq);
     else send_error(rx, seq, code, T_BEGIN);
 }
@@ -550,7 +611,8 @@ static int install(efb_rx *rx, efb_rx_state *next, int slot) {
     return 1;
 }
 
-static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n) {
+/* COMMIT (p, n bytes); `authenticated`: an UPDATE whose own hmac was verified by begin(). */
+static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n, int authenticated) {
     uint32_t id = rd32(p);
     const uint8_t *digest = p + 4;
     if (!rx->in_session) {
@@ -561,20 +623,19 @@ static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n) {
     }
     if (id != rx->update_id) return EFB_BAD_DIGEST;
     if (rx->have < rx->total) return EFB_INCOMPLETE;
-    rx->in_session = 0; /* from here on, any failure drops the staged update */
-    if (((rx->flags & SIGNED) != 0) != (n == COMMIT_BYTES + EFB_DIGEST_BYTES)) return EFB_BAD_LENGTH;
-    if (rx->cfg.key_len) {
-        uint8_t msg[sizeof CONTEXT + BEGIN_BYTES + EFB_DIGEST_BYTES], mac[EFB_DIGEST_BYTES];
-        memcpy(msg, CONTEXT, sizeof CONTEXT);
-        wr32(msg + 14, rx->update_id);
-        wr32(msg + 18, rx->base_id);
-        wr32(msg + 22, rx->total);
-        msg[26] = rx->encoding;
-        msg[27] = rx->flags;
-        memcpy(msg + 28, digest, EFB_DIGEST_BYTES);
-        hmac_sha256(rx->cfg.key, rx->cfg.key_len, msg, sizeof msg, mac);
-        if (!same(mac, p + COMMIT_BYTES, EFB_DIGEST_BYTES)) return EFB_BAD_SIGNATURE;
+    if (!authenticated) {
+        uint8_t body[BEGIN_BYTES];
+        int has_mac = n == COMMIT_BYTES + EFB_DIGEST_BYTES;
+        if (((rx->flags & SIGNED) != 0) != has_mac) return EFB_BAD_LENGTH;
+        session_body(rx, body);
+        efb_code code = authentic(rx, T_COMMIT, body, sizeof body, p, COMMIT_BYTES, has_mac ? p + COMMIT_BYTES : NULL);
+        if (code != EFB_OK) return code;
     }
+    if (rx->cfg.key_len && rx->counter <= rx->state.counter) return EFB_STALE; /* a ROLLBACK came after BEGIN */
+    rx->in_session = 0; /* from here on, any failure drops the staged update */
+    uint8_t d[EFB_DIGEST_BYTES];
+    sha256_of(rx->cfg.staging, rx->total, d);
+    if (!same(d, rx->update_hash, EFB_DIGEST_BYTES)) return EFB_BAD_DIGEST; /* CHUNKs that BEGIN did not sign */
     if (rx->encoding == EFB_SPARSE_INT8 && rx->base_id != efb_rx_active_id(rx)) return EFB_BASE_MISMATCH;
     unsigned inactive = 1u - rx->state.active;
     rx->state.valid = (uint8_t)(rx->state.valid & ~(1u << inactive)); /* it is being overwritten */
@@ -587,37 +648,49 @@ static efb_code commit(efb_rx *rx, const uint8_t *p, uint32_t n) {
     next.ids[inactive] = rx->update_id;
     next.valid = (uint8_t)(next.valid | 1u << inactive);
     next.active = (uint8_t)inactive;
+    if (rx->cfg.key_len) next.counter = rx->counter;
     return install(rx, &next, (int)inactive) ? EFB_OK : EFB_STORAGE;
 }
 
-/* UPDATE: BEGIN (total = the data's length), CHUNK(0, data) and COMMIT in one frame of n bytes. */
+/* UPDATE: BEGIN (total = the data's length, update hash = its SHA-256), CHUNK(0, data) and COMMIT
+ * in one frame of n bytes, authenticated by its own hmac over everything but the hmac. */
 static efb_code update(efb_rx *rx, const uint8_t *p, uint32_t n) {
-    uint32_t fields = UPDATE_FIELDS + ((p[9] & SIGNED) ? EFB_DIGEST_BYTES : 0u);
+    int is_signed = (p[9] & SIGNED) != 0;
+    uint32_t fields = UPDATE_FIELDS + (is_signed ? EFB_DIGEST_BYTES : 0u);
     if (n <= fields) return EFB_BAD_LENGTH;
-    const uint8_t *digest = p + 10;
+    const uint8_t *digest = p + 14, *data = p + fields;
+    uint32_t len = n - fields;
     if (rd32(p) == efb_rx_active_id(rx) && same(digest, rx->state.digest[rx->state.active], EFB_DIGEST_BYTES)) {
         return EFB_OK; /* a resent UPDATE of what is already active: nothing changes */
     }
-    uint8_t b[BEGIN_BYTES], c[COMMIT_BYTES + EFB_DIGEST_BYTES];
+    uint8_t b[BEGIN_BYTES], c[COMMIT_BYTES];
     memcpy(b, p, 8); /* update_id, base_id */
-    wr32(b + 8, n - fields);
+    wr32(b + 8, len);
     b[12] = p[8];
     b[13] = p[9];
-    efb_code code = begin(rx, b);
+    memcpy(b + 14, p + 10, 4); /* counter */
+    sha256_of(data, len, b + 18);
+    efb_code code = begin(rx, b, T_UPDATE, p, UPDATE_FIELDS, data, len, is_signed ? p + UPDATE_FIELDS : NULL);
     if (code != EFB_OK) return code;
-    memcpy(rx->cfg.staging, p + fields, n - fields); /* fits: begin checked total <= slot_size */
+    memcpy(rx->cfg.staging, data, len); /* fits: begin checked total <= slot_size */
     rx->have = rx->total;
     memcpy(c, p, 4);
-    memcpy(c + 4, p + 10, fields - 10); /* digest [, hmac] */
-    return commit(rx, c, fields - 6u);
+    memcpy(c + 4, digest, EFB_DIGEST_BYTES);
+    return commit(rx, c, COMMIT_BYTES, 1);
 }
 
-static efb_code rollback(efb_rx *rx, uint32_t to_id) {
+/* ROLLBACK (p, n bytes: to_id, counter [, hmac]). */
+static efb_code rollback(efb_rx *rx, const uint8_t *p, uint32_t n) {
+    uint32_t to_id = rd32(p), counter = rd32(p + 4);
+    efb_code code = authentic(rx, T_ROLLBACK, p, ROLLBACK_BYTES, NULL, 0, n > ROLLBACK_BYTES ? p + ROLLBACK_BYTES : NULL);
+    if (code != EFB_OK) return code;
     unsigned other = 1u - rx->state.active;
     if (efb_rx_active_id(rx) == to_id) return EFB_OK; /* a resent ROLLBACK already done */
     if (!(((unsigned)rx->state.valid >> other) & 1u) || rx->state.ids[other] != to_id) return EFB_NO_PREVIOUS;
+    if (rx->cfg.key_len && counter <= floor_of(rx)) return EFB_STALE;
     efb_rx_state next = rx->state;
     next.active = (uint8_t)other;
+    if (rx->cfg.key_len) next.counter = counter;
     return install(rx, &next, -1) ? EFB_OK : EFB_STORAGE;
 }
 
@@ -647,10 +720,10 @@ static void dispatch(efb_rx *rx, uint8_t type, uint16_t seq, const uint8_t *p, u
     int length_ok;
     switch (type) {
         case T_HELLO_REQ: case T_STATUS_REQ: length_ok = n == 0; break;
-        case T_BEGIN: length_ok = n == BEGIN_BYTES; break;
+        case T_BEGIN: length_ok = n >= BEGIN_BYTES && n == BEGIN_BYTES + ((p[13] & SIGNED) ? EFB_DIGEST_BYTES : 0u); break;
         case T_CHUNK: length_ok = n >= 5; break;
         case T_COMMIT: length_ok = n == COMMIT_BYTES || n == COMMIT_BYTES + EFB_DIGEST_BYTES; break;
-        case T_ROLLBACK: length_ok = n == 4; break;
+        case T_ROLLBACK: length_ok = n == ROLLBACK_BYTES || n == ROLLBACK_BYTES + EFB_DIGEST_BYTES; break;
         case T_INFER: length_ok = 1; break; /* checked by on_infer: BAD_LENGTH, then BAD_INPUT */
         case T_UPDATE: length_ok = n > UPDATE_FIELDS; break; /* and by update(), once the flags are read */
         default: /* unknown, or a device -> host type the device never accepts */
@@ -668,9 +741,9 @@ static void dispatch(efb_rx *rx, uint8_t type, uint16_t seq, const uint8_t *p, u
         case T_BEGIN: on_begin(rx, seq, p); return;
         case T_CHUNK: on_chunk(rx, seq, p, n); return;
         case T_INFER: on_infer(rx, seq, p, n); return;
-        case T_COMMIT: code = commit(rx, p, n); break;
+        case T_COMMIT: code = commit(rx, p, n, 0); break;
         case T_UPDATE: code = update(rx, p, n); break;
-        default: code = rollback(rx, rd32(p)); break;
+        default: code = rollback(rx, p, n); break;
     }
     if (code == EFB_OK) send_active(rx, seq);
     else send_error(rx, seq, code, type);

@@ -1,4 +1,4 @@
-/* edgefdfa_rx: the device side of the firmware bridge (firmware_bridge/PROTOCOL.md, version 1).
+/* edgefdfa_rx: the device side of the firmware bridge (firmware_bridge/PROTOCOL.md, version 2).
  *
  * Freestanding C99: no malloc, no libc beyond memcpy/memset; every buffer is the caller's, sized by
  * the macros below, and the whole receiver state is one struct the caller may allocate statically.
@@ -6,6 +6,8 @@
  * receiver decodes a verified update into the inactive slot, asks the persist callback to store it,
  * and only then flips the active index (one write), so a reset at any moment leaves either the old
  * weights or the new ones active. INFER runs the active slot through edgefdfa_head_forward.
+ * With a key, every state change (BEGIN, COMMIT, UPDATE, ROLLBACK) must carry an HMAC and a
+ * security counter above the device's, which is persisted in the state record (PROTOCOL.md §5).
  *
  * Little-endian targets only (the wire and the weight image are little-endian float32; init checks).
  * Not reentrant: call feed, forward and the accessors from one context. Build with
@@ -26,7 +28,7 @@
 #define EFB_MUST_CHECK
 #endif
 
-#define EFB_VERSION 1              /* the protocol version this receiver speaks */
+#define EFB_VERSION 2              /* the protocol version this receiver speaks */
 #define EFB_MIN_FRAME 128          /* the range of max_frame (PROTOCOL.md §1) */
 #define EFB_MAX_FRAME 4096
 #define EFB_DIGEST_BYTES 32        /* SHA-256 and HMAC-SHA256 */
@@ -70,7 +72,8 @@ typedef enum {
     EFB_BAD_FLAGS = 21,      /* unknown flag bits, or update_id 0 */
     EFB_MODEL_MISMATCH = 22, /* (host only) */
     EFB_TIMEOUT = 23,        /* (host only) */
-    EFB_STORAGE = 24         /* the persist callback failed: the old weights stay active */
+    EFB_STORAGE = 24,        /* the persist callback failed: the old weights stay active */
+    EFB_STALE = 25           /* a keyed device got a security counter not above its own (a replay) */
 } efb_code;
 
 /* The update encodings (PROTOCOL.md §4); bit e of efb_rx_config.encodings accepts encoding e. */
@@ -105,7 +108,7 @@ typedef struct {
 } efb_layer;
 
 #define EFB_STATE_MAGIC 0x74734245u /* "EBst" little-endian */
-#define EFB_STATE_VERSION 1
+#define EFB_STATE_VERSION 2
 
 /* The persistent record: which slot is active and what each slot holds. Store it as its
  * sizeof(efb_rx_state) bytes with the slots; hand it back to efb_rx_init after a reset. */
@@ -118,6 +121,8 @@ typedef struct {
     uint8_t digest[2][EFB_DIGEST_BYTES];    /* SHA-256 of each slot's image, checked at init */
     uint32_t model_id;                      /* CRC-32 of the layer table (HELLO's model_id): init
                                                refuses a record of another head */
+    uint32_t counter;                       /* the security counter of the last signed change
+                                               (a keyed device; 0 on one without a key) */
     uint8_t active;                         /* index of the active slot, 0 or 1 */
     uint8_t valid;                          /* bit s set: slot s holds a verified image */
     uint8_t version;                        /* EFB_STATE_VERSION */
@@ -168,6 +173,8 @@ typedef struct {
     uint8_t last_error;              /* efb_code of the last ERROR or NACK sent */
     uint32_t update_id, base_id, total; /* the session's BEGIN */
     uint8_t encoding, flags;
+    uint32_t counter;                /* the session's security counter */
+    uint8_t update_hash[EFB_DIGEST_BYTES]; /* SHA-256 the staged update must have at COMMIT */
     uint16_t dropped;                /* frames dropped silently, saturating */
     uint32_t have;                   /* bytes [0, have) of the update are in staging */
     uint32_t nacked_at;

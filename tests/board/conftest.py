@@ -88,6 +88,9 @@ class Board:
             self.held = None
 
 
+KEY = b"board-key-0123456789"  # the keyed firmware's pre-shared key
+
+
 @pytest.fixture(scope="session")
 def firmware(tmp_path_factory):
     """The firmware ELF, built once per session."""
@@ -97,22 +100,46 @@ def firmware(tmp_path_factory):
     return fw
 
 
+@pytest.fixture(scope="session")
+def keyed_firmware(tmp_path_factory):
+    """The firmware ELF of a KEYED board (key KEY), built once per session."""
+    require_tools()
+    return build_firmware.build(tmp_path_factory.mktemp("keyed-firmware"), key=KEY)
+
+
+def _starter(elf, workdir):
+    """start() -> Board on `elf` with its flash in `workdir`, and a teardown that kills them all."""
+    started = []
+
+    def start():
+        started.append(Board(elf, workdir))
+        return started[-1]
+
+    def teardown():
+        exited = [b for b in started if b.proc.poll() is not None and b.proc.returncode != -signal.SIGKILL]
+        for board in started:
+            board.kill()
+        if exited:  # the firmware ended QEMU itself (a fault, a failed boot): say so beside any host timeout
+            pytest.fail(f"QEMU exited with {exited[0].proc.returncode}:\n{exited[0].output()}", pytrace=False)
+
+    return start, teardown
+
+
 @pytest.fixture
 def boards(firmware, tmp_path):
     """start() -> Board: QEMU on the session's firmware with its flash in this test's tmp_path
     (the same flash on every start); all killed at teardown."""
-    started = []
-
-    def start():
-        started.append(Board(firmware.elf, tmp_path))
-        return started[-1]
-
+    start, teardown = _starter(firmware.elf, tmp_path)
     yield start
-    exited = [b for b in started if b.proc.poll() is not None and b.proc.returncode != -signal.SIGKILL]
-    for board in started:
-        board.kill()
-    if exited:  # the firmware ended QEMU itself (a fault, a failed boot): say so beside any host timeout
-        pytest.fail(f"QEMU exited with {exited[0].proc.returncode}:\n{exited[0].output()}", pytrace=False)
+    teardown()
+
+
+@pytest.fixture
+def keyed_boards(keyed_firmware, tmp_path):
+    """The same for the keyed firmware."""
+    start, teardown = _starter(keyed_firmware.elf, tmp_path)
+    yield start
+    teardown()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -12,11 +12,15 @@ import pytest
 import edgefdfa
 from firmware_bridge import host
 from firmware_bridge import image as img
-from firmware_bridge.protocol import NONE, DeviceTimeout, Hello, MsgType, model_id
+from firmware_bridge.link import open_port
+from firmware_bridge.protocol import NONE, Code, DeviceTimeout, Hello, MsgType, ProtocolError, model_id
+from tests.board.conftest import KEY
+from tests.bridge.test_replay import errors, replay
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "imu-activity.onnx"
 RECORD_SPAN = 128  # board/mps2_an385/flash.h FLASH_RECORD_SPAN: flash.bin holds two record copies, then the slots
-RECORD = struct.Struct("<4I64sIB")  # efb_rx_state up to `active`: magic, generation, ids, digests, model_id, active
+RECORD = struct.Struct("<4I64sIIB")  # efb_rx_state up to `active`: magic, generation, ids, digests, model_id,
+#                                     counter, active
 MAX_FLASH, MAX_RAM = 64 * 1024, 20 * 1024  # a small Cortex-M3 part (STM32F103C8: 64 KiB flash, 20 KiB RAM)
 
 
@@ -180,3 +184,47 @@ def test_rollback_survives_a_reset(boards, imu):
     s = host.status(board.port)
     assert (s.active_id, s.previous_id) == (old.update_id, new.update_id)
     assert np.abs(outputs_on(board.port, features) - host_outputs(first, features)).max() <= 1e-5
+
+
+class Recorder:
+    """An open serial port that keeps a copy of every frame the host writes (a recording of the line)."""
+
+    def __init__(self, path):
+        self.port, self.frames = open_port(path), []
+
+    def write(self, data):
+        self.frames.append(bytes(data))
+        return self.port.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.port, name)
+
+
+def test_keyed_board_refuses_replays_and_unsigned_changes_across_a_reset(keyed_boards, imu):
+    """The KEYED firmware: unsigned pushes and ROLLBACKs are UNSIGNED; a recorded signed push,
+    replayed after a newer one and after a power cut, is STALE; the weights and the counter in
+    flash stay."""
+    _, (first, second), features = imu
+    board = keyed_boards()
+    recorder = Recorder(board.port)
+    try:
+        old = host.push(recorder, first, encoding="f32", key=KEY, images={})
+    finally:
+        recorder.port.close()
+    new = host.push(board.port, second, encoding="f32", key=KEY, images={})
+    for attempt in (lambda: host.push(board.port, first, encoding="f32", images={}),
+                    lambda: host.rollback(board.port)):
+        with pytest.raises(ProtocolError) as e:
+            attempt()
+        assert e.value.code == Code.UNSIGNED
+    board.kill()
+    flash = (board.workdir / "flash.bin").read_bytes()
+    board = keyed_boards()
+    assert board.boot == f"restored update {new.update_id:08x}"
+    with host.session(board.port, 0.5, 5) as s:
+        assert s.request(MsgType.HELLO_REQ, Hello).counter == 2  # two signed pushes, persisted
+    got = errors(replay(board.port, recorder.frames))
+    assert got[0] == (Code.STALE, MsgType.BEGIN) and (Code.NOT_IN_SESSION, MsgType.COMMIT) in got
+    assert (board.workdir / "flash.bin").read_bytes() == flash
+    assert np.abs(outputs_on(board.port, features) - host_outputs(second, features)).max() <= 1e-5
+    assert host.rollback(board.port, key=KEY).active_id == old.update_id  # signed: it flips

@@ -42,6 +42,7 @@ class Relay:
         self.rates = dict(drop=drop, corrupt=corrupt, duplicate=duplicate, reorder=reorder)
         self.faults = dict.fromkeys(self.rates, 0)
         self.sent = []  # (from the host?, message type, bytes) of every frame reaching the relay, before faults
+        self.capture = []  # the wire bytes of every frame from the host, before faults (a recording of the line)
         self.cut = threading.Event()
         self._stop = threading.Event()
         self._partial = {self.host.master: b"", self.device.master: b""}
@@ -81,6 +82,8 @@ class Relay:
         except (cobs.DecodeError, IndexError):  # a lone delimiter, or noise
             kind = None
         self.sent.append((fd == self.host.master, kind, len(frame)))
+        if fd == self.host.master:
+            self.capture.append(frame)
         if self.cut.is_set() or self._hit("drop"):
             return
         if self._hit("corrupt"):

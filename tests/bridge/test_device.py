@@ -24,19 +24,23 @@ from firmware_bridge.protocol import (
     Nack,
     Rollback,
     Update,
+    VERSION,
     Vector,
+    model_id,
 )
 from tests.bridge import hostile
+from tests.bridge import wire as req
 
 LAYERS = (img.Layer(3, 4, 1), img.Layer(2, 3, 0))
 START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
+MODEL = model_id(LAYERS)
 
 
 def device(**kw):
     return Device(LAYERS, START, max_frame=128, **kw)
 
 
-def send(dev, kind, message=None, seq=1, version=1, raw=None):
+def send(dev, kind, message=None, seq=1, version=VERSION, raw=None):
     """The replies (type, message) of the device to one frame."""
     wire = encode(kind, seq, raw if raw is not None else message.pack(), version=version)
     return [(k, m) for item in FrameReader(dev.max_frame).feed(wire) for k, _, m in dev.handle(item)]
@@ -50,7 +54,7 @@ def error(replies):
 
 def test_named_refusals():
     dev = device()
-    assert error(send(dev, MsgType.HELLO_REQ, raw=b"", version=2)) == Code.BAD_VERSION
+    assert error(send(dev, MsgType.HELLO_REQ, raw=b"", version=1)) == Code.BAD_VERSION
     assert error(send(dev, MsgType.CHUNK, Chunk(0, b"x"))) == Code.NOT_IN_SESSION
     assert error(send(dev, MsgType.COMMIT, Commit(5, bytes(32)))) == Code.NOT_IN_SESSION
     assert error(send(dev, MsgType.BEGIN, raw=b"\x01\x02")) == Code.BAD_LENGTH
@@ -62,7 +66,7 @@ def test_named_refusals():
     assert error(send(dev, MsgType.BEGIN, Begin(1, 7, 8, Encoding.SPARSE_INT8, 0))) == Code.BASE_MISMATCH
     assert error(send(dev, MsgType.INFER, Vector(np.zeros(5, np.float32)))) == Code.BAD_INPUT
     assert error(send(dev, MsgType.ROLLBACK, Rollback(3))) == Code.NO_PREVIOUS
-    assert send(dev, MsgType.BEGIN, Begin(1, 0, 8, 0, 0))[0][0] == MsgType.ACK
+    assert send(dev, MsgType.BEGIN, req.begin(bytes(8), MODEL, 1))[0][0] == MsgType.ACK
     assert error(send(dev, MsgType.CHUNK, Chunk(0xFFFFFFF0, b"abcd"))) == Code.OUT_OF_BOUNDS
     assert error(send(dev, MsgType.CHUNK, Chunk(6, b"abcd"))) == Code.OUT_OF_BOUNDS
     assert send(dev, MsgType.CHUNK, Chunk(4, b"abcd")) == [(MsgType.NACK, Nack(0, Code.GAP))]
@@ -79,22 +83,21 @@ def test_bad_digest_and_forged_hmac_keep_the_weights():
     update = enc.encode(target, LAYERS, Encoding.F32)
     for key, hmac_key, code in [(None, None, Code.BAD_DIGEST), (b"k" * 16, b"x" * 16, Code.BAD_SIGNATURE)]:
         dev = device(key=key)
-        flags = 1 if hmac_key else 0
-        begin = Begin(9, 0, len(update), Encoding.F32, flags)
+        begin = req.begin(update, MODEL, 9, key=key)
         send(dev, MsgType.BEGIN, begin)
         for at in range(0, len(update), 40):
             send(dev, MsgType.CHUNK, Chunk(at, update[at:at + 40]))
         digest = img.digest(target) if hmac_key else img.digest(START)
-        mac = enc.signature(hmac_key, begin, digest) if hmac_key else b""
-        assert error(send(dev, MsgType.COMMIT, Commit(9, digest, mac))) == code
-        assert np.array_equal(dev.weights, START) and dev.session is None
+        assert error(send(dev, MsgType.COMMIT, req.commit(begin, digest, MODEL, hmac_key))) == code
+        assert np.array_equal(dev.weights, START) and dev.valid == [True, False]
+        assert (dev.session is None) == (code == Code.BAD_DIGEST)  # a forged COMMIT changes nothing
 
 
 def test_commit_swaps_and_is_idempotent():
     dev = device()
     target = START * 2
     update = enc.encode(target, LAYERS, Encoding.F16)
-    send(dev, MsgType.BEGIN, Begin(9, 0, len(update), Encoding.F16, 0))
+    send(dev, MsgType.BEGIN, req.begin(update, MODEL, 9, encoding=Encoding.F16))
     send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
     send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
     digest = img.digest(enc.decode(update, LAYERS, Encoding.F16))
@@ -103,43 +106,44 @@ def test_commit_swaps_and_is_idempotent():
     assert np.allclose(dev.weights, target, atol=1e-2) and dev.ids == [0, 9]
 
 
-
-
 def test_update_is_begin_chunk_and_commit_in_one_frame():
     update = enc.encode(START * 2, LAYERS, Encoding.F16)
     digest = img.digest(enc.decode(update, LAYERS, Encoding.F16))
-    begin, commit = Begin(9, 0, len(update), Encoding.F16, 0), Commit(9, digest)
+    begin, commit = req.begin(update, MODEL, 9, encoding=Encoding.F16), Commit(9, digest)
     chunked, one = device(), device()
     send(chunked, MsgType.BEGIN, begin)
     send(chunked, MsgType.CHUNK, Chunk(0, update))
     expected = send(chunked, MsgType.COMMIT, commit)
-    assert send(one, MsgType.UPDATE, Update.of(begin, commit, update)) == expected == [(MsgType.ACTIVE, Active(9, digest))]
+    whole = req.update(update, digest, MODEL)
+    assert send(one, MsgType.UPDATE, whole) == expected == [(MsgType.ACTIVE, Active(9, digest))]
     assert np.array_equal(one.slots, chunked.slots) and one.ids == chunked.ids and one.session is None
-    assert send(one, MsgType.UPDATE, Update.of(begin, commit, update)) == expected  # resent: nothing changes
+    assert send(one, MsgType.UPDATE, whole) == expected  # resent: nothing changes
     assert one.ids == [0, 9] and one.active == 1
-    assert error(send(one, MsgType.UPDATE, Update.of(begin, Commit(9, bytes(32)), update))) == Code.BAD_DIGEST
+    assert error(send(one, MsgType.UPDATE, req.update(update, bytes(32), MODEL))) == Code.BAD_DIGEST
     assert one.active == 1 and np.array_equal(one.weights, chunked.weights)
 
 
-def test_update_refusals_are_named_and_a_refused_begin_keeps_the_session():
+def test_update_refusals_are_named_and_a_refused_update_keeps_the_session():
     update = enc.encode(START + 1, LAYERS, Encoding.F16)
     decoded, key = enc.decode(update, LAYERS, Encoding.F16), b"k" * 16
     digest = img.digest(decoded)
-    dev = Device(LAYERS, START, key=key, max_frame=256)  # a signed update of 46 bytes is a 132-byte frame
-    signed = Begin(9, 0, len(update), Encoding.F16, SIGNED)
-    good = Update.of(signed, Commit(9, digest, enc.signature(key, signed, digest)), update)
-    assert error(send(dev, MsgType.UPDATE, raw=good.pack()[:42])) == Code.BAD_LENGTH  # no data
-    assert error(send(dev, MsgType.UPDATE, raw=good.pack()[:74])) == Code.BAD_LENGTH  # signed: the hmac, no data
-    assert error(send(dev, MsgType.UPDATE, Update(9, 0, Encoding.F16, 0, digest, b"", update))) == Code.UNSIGNED
-    send(dev, MsgType.BEGIN, Begin(5, 0, 40, Encoding.F32, SIGNED))
+    dev = Device(LAYERS, START, key=key, max_frame=256)  # a signed update of 46 bytes is a 136-byte frame
+    good = req.update(update, digest, MODEL, counter=2, key=key)
+    assert error(send(dev, MsgType.UPDATE, raw=good.pack()[:46])) == Code.BAD_LENGTH  # no data
+    assert error(send(dev, MsgType.UPDATE, raw=good.pack()[:78])) == Code.BAD_LENGTH  # signed: the hmac, no data
+    assert error(send(dev, MsgType.UPDATE, req.update(update, digest, MODEL))) == Code.UNSIGNED
+    session = req.begin(bytes(40), MODEL, 5, counter=1, key=key)
+    send(dev, MsgType.BEGIN, session)
     send(dev, MsgType.CHUNK, Chunk(0, bytes(8)))
-    assert error(send(dev, MsgType.UPDATE, Update(9, 0, 7, SIGNED, digest, bytes(32), update))) == Code.BAD_ENCODING
+    assert error(send(dev, MsgType.UPDATE, req.update(update, digest, MODEL, encoding=7, key=key))) == Code.BAD_ENCODING
     assert (dev.session.update_id, dev.have) == (5, 8)  # as a refused BEGIN: the session goes on
-    forged = Update(9, 0, Encoding.F16, SIGNED, digest, bytes(32), update)
+    forged = Update(9, 0, Encoding.F16, SIGNED, 2, digest, bytes(32), update)
     assert error(send(dev, MsgType.UPDATE, forged)) == Code.BAD_SIGNATURE
-    assert dev.session is None and np.array_equal(dev.weights, START)  # as a failed COMMIT: the session ends
+    stale = req.update(update, digest, MODEL, counter=1, key=key)  # not above the session's
+    assert error(send(dev, MsgType.UPDATE, stale)) == Code.STALE
+    assert (dev.session.update_id, dev.have) == (5, 8) and np.array_equal(dev.weights, START)
     assert send(dev, MsgType.UPDATE, good) == [(MsgType.ACTIVE, Active(9, digest))]
-    assert np.array_equal(dev.weights, decoded)
+    assert np.array_equal(dev.weights, decoded) and dev.counter == 2 and dev.session is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -159,7 +163,7 @@ def test_hostile_streams_never_crash_or_change_the_weights(stream):
 def commit_f32(dev, target, update_id):
     """A complete float32 update of `target`, in two chunks, committed and made active."""
     update = enc.encode(target, LAYERS, Encoding.F32)
-    send(dev, MsgType.BEGIN, Begin(update_id, 0, len(update), 0, 0))
+    send(dev, MsgType.BEGIN, req.begin(update, MODEL, update_id))
     send(dev, MsgType.CHUNK, Chunk(0, update[:40]))
     send(dev, MsgType.CHUNK, Chunk(40, update[40:]))
     send(dev, MsgType.COMMIT, Commit(update_id, img.digest(target)))
@@ -188,7 +192,7 @@ def test_rollback_during_a_sparse_session_fails_its_commit_by_name():
     target = START + 1
     target[[2, 7]] += 0.5  # a sparse change: two weights
     delta = enc.encode(target, LAYERS, Encoding.SPARSE_INT8, base=START + 1)
-    send(dev, MsgType.BEGIN, Begin(5, 4, len(delta), Encoding.SPARSE_INT8, 0))
+    send(dev, MsgType.BEGIN, req.begin(delta, MODEL, 5, 4, Encoding.SPARSE_INT8))
     for at in range(0, len(delta), 40):
         send(dev, MsgType.CHUNK, Chunk(at, delta[at:at + 40]))
     send(dev, MsgType.ROLLBACK, Rollback(0))

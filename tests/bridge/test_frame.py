@@ -62,13 +62,13 @@ def test_noise_never_crashes_the_reader(noise):
 
 def test_named_header_faults():
     with pytest.raises(FrameError) as e:
-        decode(encode(1, 7, b"", version=2)[:-1])
+        decode(encode(1, 7, b"", version=1)[:-1])  # a version-1 peer
     assert e.value.code == p.Code.BAD_VERSION and e.value.seq == 7
     raw = b"XY\x01\x01\x07\x00\x00\x00"
     with pytest.raises(FrameError) as e:
         decode(cobs.encode(raw + zlib.crc32(raw).to_bytes(4, "little")))
     assert e.value.code == p.Code.BAD_MAGIC
-    raw = b"EB\x01\x01\x07\x00\x05\x00"  # says 5 payload bytes, holds none
+    raw = b"EB\x02\x01\x07\x00\x05\x00"  # says 5 payload bytes, holds none
     with pytest.raises(FrameError) as e:
         decode(cobs.encode(raw + zlib.crc32(raw).to_bytes(4, "little")))
     assert e.value.code == p.Code.BAD_LENGTH
@@ -84,10 +84,13 @@ def test_overlong_record_is_dropped_and_the_stream_recovers():
 
 
 messages = [
-    p.Hello(1024, 0b11111, p.KEYED, 3728, 77, 5, (p.Layer(32, 24, 1), p.Layer(4, 32, 0))),
-    p.Begin(9, 0, 3728, p.Encoding.F16, p.SIGNED), p.Chunk(1000, b"abc"), p.Commit(9, bytes(range(32))),
+    p.Hello(1024, 0b11111, p.KEYED, 3728, 77, 5, 12, (p.Layer(32, 24, 1), p.Layer(4, 32, 0))),
+    p.Begin(9, 0, 3728, p.Encoding.F16, 0, 3, bytes(range(32))),
+    p.Begin(9, 0, 3728, p.Encoding.F16, p.SIGNED, 3, bytes(range(32)), bytes(range(1, 33))),
+    p.Update(9, 0, p.Encoding.F16, p.SIGNED, 3, bytes(range(32)), bytes(range(1, 33)), b"data"),
+    p.Chunk(1000, b"abc"), p.Commit(9, bytes(range(32))),
     p.Commit(9, bytes(32), bytes(range(32))), p.Ack(55), p.Nack(55, p.Code.GAP), p.Active(9, bytes(32)),
-    p.Status(1, 2, 3, 4, 5, 6, 7, 8), p.Rollback(3), p.Error(p.Code.BAD_CRC, p.MsgType.CHUNK), p.Empty(),
+    p.Status(1, 2, 3, 4, 5, 6, 7, 8), p.Rollback(3, 4), p.Rollback(3, 4, bytes(32)), p.Error(p.Code.BAD_CRC, p.MsgType.CHUNK), p.Empty(),
 ]
 
 
@@ -97,8 +100,8 @@ def test_message_round_trip_and_bad_lengths(message):
     assert p.decode_message(kind, message.pack()) == message
     packed = message.pack()
     for bad in [packed + b"\x00"] + ([packed[:-1]] if packed else []):
-        if isinstance(message, p.Chunk) and len(bad) >= 5:
-            continue  # a chunk's data has any length
+        if isinstance(message, (p.Chunk, p.Update)) and len(bad) >= len(packed) - 4:
+            continue  # a chunk's (an update's) data has any length
         with pytest.raises(p.ProtocolError) as e:
             p.decode_message(kind, bad)
         assert e.value.code == p.Code.BAD_LENGTH

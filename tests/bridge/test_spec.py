@@ -51,3 +51,16 @@ def test_an_error_code_this_host_does_not_know_is_still_reported():
     e = protocol.ProtocolError(200, "from a newer device")
     assert e.code == 200 and str(e) == "error code 200: from a newer device"
     assert protocol.ProtocolError(24).code is protocol.Code.STORAGE
+
+
+def test_version_2_layouts_match():
+    """The spec's sizes of the messages version 2 changed are the code's, and both ends name the
+    same protocol version."""
+    assert f"({protocol.Begin.FIELDS} or {protocol.Begin.FIELDS + protocol.DIGEST_BYTES} B)" in SPEC
+    assert "(8 or 40 B)" in SPEC and len(protocol.Rollback(1, 2, bytes(32)).pack()) == 40
+    hello = protocol.Hello(1024, 1, 0, 8, 0, 0, 0, (protocol.Layer(1, 1, 0),))
+    assert f"HELLO ({len(hello.pack()) + frame.OVERHEAD - 5} + 5 × n_layers bytes)" in SPEC
+    assert f"`12 + {protocol.Update.FIELDS} + 32 if signed + total ≤ max_frame`" in SPEC
+    header = (Path(protocol.__file__).parent / "c" / "edgefdfa_rx.h").read_text()
+    assert re.search(r"#define EFB_VERSION (\d+)", header).group(1) == str(protocol.VERSION)
+    assert f"# The firmware bridge protocol, version {protocol.VERSION}\n" in SPEC

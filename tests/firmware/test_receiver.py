@@ -31,6 +31,7 @@ from firmware_bridge.protocol import (
     Commit,
     DeviceTimeout,
     Encoding,
+    Hello,
     Layer,
     MsgType,
     ProtocolError,
@@ -41,7 +42,9 @@ from firmware_bridge.protocol import (
     layer_table,
     model_id,
 )
+from firmware_bridge.protocol import VERSION
 from tests.bridge import hostile
+from tests.bridge import wire as req
 from tests.bridge.conftest import Relay, learned_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +58,9 @@ LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))  # the small head of tests/bridge/test
 START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
 SLOT = 4 * img.size(LAYERS)
 KEY = b"k" * 16
-STATE = struct.Struct("<4I64sIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, active, valid,
-#                                        version, reserved, crc
+STATE = struct.Struct("<4I64sIIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, counter, active,
+#                                         valid, version, reserved, crc
+MODEL = model_id(LAYERS)
 
 
 def build(out, *extra):
@@ -177,26 +181,35 @@ def assert_same_replies(c_out, py_out):
             assert a == b
 
 
-def msg(kind, payload=b"", seq=1, version=1):
+def msg(kind, payload=b"", seq=1, version=VERSION):
     return encode(kind, seq, payload, version=version)
 
 
-def raw(magic=b"EB", version=1, kind=1, seq=7, length=None, payload=b"", crc=None):
+def raw(magic=b"EB", version=VERSION, kind=1, seq=7, length=None, payload=b"", crc=None):
     """A COBS record (with delimiter) of a hand-built frame: any header, any CRC."""
     body = struct.pack("<2sBBHH", magic, version, kind, seq, len(payload) if length is None else length) + payload
     return cobs.encode(body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)) + b"\x00"
 
 
-def session(update, encoding=Encoding.F32, update_id=9, base_id=0, flags=0, size=40):
-    """BEGIN and every CHUNK of an update (seq 1)."""
-    out = msg(MsgType.BEGIN, Begin(update_id, base_id, len(update), encoding, flags).pack())
-    for at in range(0, len(update), size):
-        out += msg(MsgType.CHUNK, Chunk(at, update[at:at + size]).pack())
+def session(update, encoding=Encoding.F32, update_id=9, base_id=0, flags=0, size=40, key=None, counter=1,
+            chunks=None):
+    """BEGIN (signed with `key` if given; SIGNED flag with a zero hmac if flags says so without one) and
+    every CHUNK (of `chunks` if given, else of the update) (seq 1)."""
+    b = req.begin(update, MODEL, update_id, base_id, encoding, counter, key, signed=bool(flags & 1) or None)
+    out, data = msg(MsgType.BEGIN, b.pack()), update if chunks is None else chunks
+    for at in range(0, len(data), size):
+        out += msg(MsgType.CHUNK, Chunk(at, data[at:at + size]).pack())
     return out
 
 
 def commit(digest=bytes(32), update_id=9, mac=b"", seq=7):
     return msg(MsgType.COMMIT, Commit(update_id, digest, mac).pack(), seq)
+
+
+def signed_commit(update, digest, key, update_id=9, base_id=0, encoding=Encoding.F32, counter=1, seq=7):
+    """The COMMIT, signed with `key`, of the session `session(update, ..., key=key)` begins."""
+    b = req.begin(update, MODEL, update_id, base_id, encoding, counter, key)
+    return msg(MsgType.COMMIT, req.commit(b, digest, MODEL, key).pack(), seq)
 
 
 def varint_update(gaps_bytes, count, q=b"", scale=0.5):
@@ -218,8 +231,8 @@ GOOD16 = enc.encode(START + 1, LAYERS, Encoding.F16)  # 46 bytes: an UPDATE of i
 ONE_CHANGE = varint_update(b"\x00", 1, b"\x01")  # sparse, 34 bytes: fits signed too
 
 
-def update(data=GOOD16, digest=bytes(32), update_id=9, base_id=0, encoding=Encoding.F16, flags=0, mac=b""):
-    return raw(kind=MsgType.UPDATE, payload=Update(update_id, base_id, encoding, flags, digest, mac, data).pack())
+def update(data=GOOD16, digest=bytes(32), update_id=9, base_id=0, encoding=Encoding.F16, flags=0, mac=b"", counter=1):
+    return raw(kind=MsgType.UPDATE, payload=Update(update_id, base_id, encoding, flags, counter, digest, mac, data).pack())
 
 # name: (prelude frames, the hostile frame (seq 7), what answers it: an ERROR code, "NACK", "ACTIVE",
 # "SILENT" (no reply, nothing dropped) or None (dropped silently and counted) [, the device's key])
@@ -230,7 +243,8 @@ CORPUS = {
     "decoded_over_max_frame": (b"", msg(MsgType.CHUNK, bytes(200), seq=7), None),
     "overlong_record": (b"", b"\x01" * 500 + b"\x00", None),
     "bad_magic": (b"", raw(magic=b"XY"), Code.BAD_MAGIC),
-    "bad_version": (b"", raw(version=2), Code.BAD_VERSION),
+    "bad_version": (b"", raw(version=3), Code.BAD_VERSION),
+    "version_1_frame": (b"", raw(version=1), Code.BAD_VERSION),
     "header_length_mismatch": (b"", raw(length=5), Code.BAD_LENGTH),
     "unknown_type": (b"", raw(kind=0x42), Code.BAD_TYPE),
     "type_zero": (b"", raw(kind=0), Code.BAD_TYPE),
@@ -239,11 +253,17 @@ CORPUS = {
     "hello_req_with_payload": (b"", raw(kind=MsgType.HELLO_REQ, payload=b"x"), Code.BAD_LENGTH),
     "status_req_with_payload": (b"", raw(kind=MsgType.STATUS_REQ, payload=b"x"), Code.BAD_LENGTH),
     "begin_13_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(13)), Code.BAD_LENGTH),
-    "begin_15_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(15)), Code.BAD_LENGTH),
+    "begin_14_bytes_of_version_1": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 0, 0).pack()[:14]),
+                                    Code.BAD_LENGTH),
+    "begin_49_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(49)), Code.BAD_LENGTH),
+    "begin_51_bytes": (b"", raw(kind=MsgType.BEGIN, payload=bytes(51)), Code.BAD_LENGTH),
+    "begin_signed_without_hmac": (b"", raw(kind=MsgType.BEGIN, payload=Begin(1, 0, 8, 0, 1).pack()), Code.BAD_LENGTH),
     "chunk_without_data": (b"", raw(kind=MsgType.CHUNK, payload=bytes(4)), Code.BAD_LENGTH),
     "commit_35_bytes": (b"", raw(kind=MsgType.COMMIT, payload=bytes(35)), Code.BAD_LENGTH),
     "commit_69_bytes": (b"", raw(kind=MsgType.COMMIT, payload=bytes(69)), Code.BAD_LENGTH),
     "rollback_3_bytes": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(3)), Code.BAD_LENGTH),
+    "rollback_4_bytes_of_version_1": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(4)), Code.BAD_LENGTH),
+    "rollback_41_bytes": (b"", raw(kind=MsgType.ROLLBACK, payload=bytes(41)), Code.BAD_LENGTH),
     "infer_5_bytes": (b"", raw(kind=MsgType.INFER, payload=bytes(5)), Code.BAD_LENGTH),
     "infer_empty": (b"", raw(kind=MsgType.INFER), Code.BAD_INPUT),
     "infer_3_values": (b"", raw(kind=MsgType.INFER, payload=bytes(12)), Code.BAD_INPUT),
@@ -278,8 +298,30 @@ CORPUS = {
     "commit_hmac_unsigned_session": (session(GOOD), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_LENGTH),
     "commit_no_hmac_signed_session": (session(GOOD, flags=1), commit(img.digest(START + 1)), Code.BAD_LENGTH),
     "commit_wrong_digest": (session(GOOD), commit(img.digest(START)), Code.BAD_DIGEST),
-    "commit_forged_hmac": (session(GOOD, flags=1), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_SIGNATURE,
+    "commit_forged_hmac": (session(GOOD, key=KEY), commit(img.digest(START + 1), mac=bytes(32)), Code.BAD_SIGNATURE,
                            KEY),
+    "commit_unsigned_in_a_keyed_session": (session(GOOD, key=KEY), commit(img.digest(START + 1)), Code.BAD_LENGTH, KEY),
+    "commit_hmac_of_another_session": (session(GOOD, key=KEY), signed_commit(GOOD, img.digest(START + 1), KEY, counter=2),
+                                       Code.BAD_SIGNATURE, KEY),
+    "commit_chunks_not_the_begun_update": (session(GOOD, chunks=(START + 2).tobytes()), commit(img.digest(START + 2)),
+                                           Code.BAD_DIGEST),
+    "commit_signed_chunks_not_the_begun_update": (session(GOOD, key=KEY, chunks=(START + 2).tobytes()),
+                                                  signed_commit(GOOD, img.digest(START + 1), KEY), Code.BAD_DIGEST, KEY),
+    "begin_forged_hmac": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL, signed=True).pack()),
+                          Code.BAD_SIGNATURE, KEY),
+    "begin_signed_with_another_key": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL, key=b"x" * 16).pack()),
+                                      Code.BAD_SIGNATURE, KEY),
+    "begin_for_another_model": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL ^ 1, key=KEY).pack()),
+                                Code.BAD_SIGNATURE, KEY),
+    "begin_counter_not_above_the_device": (b"", raw(kind=MsgType.BEGIN, payload=req.begin(GOOD, MODEL, key=KEY,
+                                                                                          counter=0).pack()),
+                                           Code.STALE, KEY),
+    "begin_older_than_the_session": (session(GOOD, key=KEY, counter=5),
+                                     raw(kind=MsgType.BEGIN, payload=req.begin(GOOD16, MODEL, 10, encoding=Encoding.F16,
+                                                                                key=KEY, counter=4).pack()),
+                                     Code.STALE, KEY),
+    "begin_unsigned_during_a_keyed_session": (session(GOOD, key=KEY), raw(kind=MsgType.BEGIN, payload=Begin(
+        10, 0, 8, 0, 0).pack()), Code.UNSIGNED, KEY),
     "f32_nan": (session(BAD_F32.tobytes()), commit(), Code.BAD_UPDATE),
     "f32_one_byte_short": (session(GOOD[:-1]), commit(), Code.BAD_UPDATE),
     "f16_byte_left_over": (session(enc.encode(START, LAYERS, Encoding.F16) + b"\x01", Encoding.F16), commit(),
@@ -318,6 +360,11 @@ CORPUS = {
     "update_during_a_session": (session(bytes(8)), update(), Code.BAD_DIGEST),
     "rollback_without_previous": (b"", msg(MsgType.ROLLBACK, Rollback(3).pack(), seq=7), Code.NO_PREVIOUS),
     "rollback_to_active": (b"", msg(MsgType.ROLLBACK, Rollback(0).pack(), seq=7), "ACTIVE"),
+    "rollback_unsigned_on_keyed": (b"", msg(MsgType.ROLLBACK, Rollback(0).pack(), seq=7), Code.UNSIGNED, KEY),
+    "rollback_forged_on_keyed": (b"", msg(MsgType.ROLLBACK, Rollback(0, 1, bytes(32)).pack(), seq=7),
+                                 Code.BAD_SIGNATURE, KEY),
+    "update_counter_not_above_the_device": (b"", msg(MsgType.UPDATE, req.update(
+        ONE_CHANGE, bytes(32), MODEL, encoding=Encoding.SPARSE_INT8, counter=0, key=KEY).pack(), seq=7), Code.STALE, KEY),
     "sync_bytes": (b"", b"\x00\x00\x00", "SILENT"),
 }
 STATUS_REQ = msg(MsgType.STATUS_REQ, seq=8)
@@ -381,13 +428,13 @@ def test_python_device_refuses_a_device_type_before_its_length():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(hostile.frames, max_size=25), st.booleans())
-def test_random_streams_answer_like_the_python_device(run_c, stream, delimit):
-    """Noise and malformed frames, delimited or run together: the same replies byte for byte, and
-    the weights never change."""
+@given(st.lists(hostile.frames, max_size=25), st.booleans(), st.sampled_from([None, KEY]))
+def test_random_streams_answer_like_the_python_device(run_c, stream, delimit, key):
+    """Noise and malformed frames, delimited or run together, to a device with and without a key: the
+    same replies byte for byte, and the weights never change."""
     wire = b"".join(w + b"\x00" if delimit else w for w in stream) + b"\x00" + STATUS_REQ
-    c_out, c_image = run_c(wire)
-    py_out, py_image = run_python(wire)
+    c_out, c_image = run_c(wire, key=key)
+    py_out, py_image = run_python(wire, key=key)
     assert_same_replies(c_out, py_out)
     assert c_image.tobytes() == py_image.tobytes() == START.tobytes()
 
@@ -448,14 +495,13 @@ def test_one_frame_updates_install_like_the_python_device(run_c, keyed):
     """UPDATEs that install (f16, then a signed sparse delta against it), one resent: the same replies,
     byte for byte, and the same image, bit for bit."""
     key = KEY if keyed else None
-    flags, wire = int(keyed), b""
+    wire = b""
     first = enc.decode(GOOD16, LAYERS, Encoding.F16)
     second = enc.decode(ONE_CHANGE, LAYERS, Encoding.SPARSE_INT8, first)
-    for data, encoding, base, image, update_id in ((GOOD16, Encoding.F16, 0, first, 9),
-                                                   (ONE_CHANGE, Encoding.SPARSE_INT8, 9, second, 10)):
-        begin = Begin(update_id, base, len(data), encoding, flags)
-        mac = enc.signature(KEY, begin, img.digest(image)) if keyed else b""
-        frame = update(data, img.digest(image), update_id, base, encoding, flags, mac)
+    for data, encoding, base, image, update_id, counter in ((GOOD16, Encoding.F16, 0, first, 9, 1),
+                                                            (ONE_CHANGE, Encoding.SPARSE_INT8, 9, second, 10, 2)):
+        u = req.update(data, img.digest(image), MODEL, update_id, base, encoding, counter, key)
+        frame = raw(kind=MsgType.UPDATE, payload=u.pack())
         wire += frame + frame  # the second: a resent UPDATE, answered ACTIVE
     c_out, c_image = run_c(wire + STATUS_REQ, key=key, max_frame=256)
     py_out, py_image = run_python(wire + STATUS_REQ, key=key, max_frame=256)
@@ -472,9 +518,8 @@ def test_signed_update_commits_with_any_key_length(run_c, key_len):
     """HMAC keys longer than SHA-256's 64-byte block are hashed first (RFC 2104), as Python's hmac does."""
     key = bytes(range(7, 7 + key_len))
     update = enc.encode(START + 1, LAYERS, Encoding.F32)
-    begin = Begin(9, 0, len(update), Encoding.F32, 1)
     digest = img.digest(START + 1)
-    wire = session(update, flags=1) + commit(digest, mac=enc.signature(key, begin, digest))
+    wire = session(update, key=key) + signed_commit(update, digest, key)
     c_out, c_image = run_c(wire, key=key)
     assert frames(c_out)[-1] == (MsgType.ACTIVE, 7, struct.pack("<I", 9) + digest)
     assert c_image.tobytes() == (START + 1).tobytes()
@@ -528,7 +573,7 @@ class CDevice:
     def image(self):
         """The active slot as persisted: (update id, image)."""
         data = self.state.read_bytes()
-        _, _, id0, id1, _, _, active, *_ = STATE.unpack_from(data)
+        _, _, id0, id1, _, _, _, active, *_ = STATE.unpack_from(data)
         size = (len(data) - STATE.size) // 2
         at = STATE.size + active * size
         return (id0, id1)[active], np.frombuffer(data[at:at + size], "<f4")
@@ -708,3 +753,46 @@ def test_failed_persist_keeps_the_old_weights(c_rig):
     s = host.status(relay.host.path)
     assert (s.active_id, s.previous_id) == (0, 0xFFFFFFFF) and device.image()[0] == 0
     assert np.abs(outputs(relay.host.path) - forward(FACTORY)).max() <= 1e-5
+
+
+def signed_push(target, update_id, counter, key=KEY, seq=1):
+    """A whole signed chunked push of `target` (f32) at `counter`: BEGIN, CHUNKs, COMMIT."""
+    data = enc.encode(target, LAYERS, Encoding.F32)
+    b = req.begin(data, MODEL, update_id, counter=counter, key=key)
+    out = msg(MsgType.BEGIN, b.pack(), seq)
+    for at in range(0, len(data), 40):
+        out += msg(MsgType.CHUNK, Chunk(at, data[at:at + 40]).pack(), seq)
+    return out + msg(MsgType.COMMIT, req.commit(b, img.digest(target), MODEL, key).pack(), seq)
+
+
+def test_replays_and_splices_answer_like_the_python_device(run_c):
+    """One keyed device through a downgrade (push 1 replayed after push 2), a splice (push 1's BEGIN
+    and COMMIT around zero CHUNKs), an unsigned and a forged ROLLBACK, a signed one and its replay,
+    and an unsigned BEGIN in a signed session: the C receiver answers byte for byte as the Python
+    device, refuses each by name and ends on push 2's weights with push 1 in the rollback slot."""
+    first, second = signed_push(START + 1, 11, 1, seq=1), signed_push(START + 2, 12, 2, seq=2)
+    spliced = msg(MsgType.BEGIN, req.begin(enc.encode(START + 1, LAYERS, Encoding.F32), MODEL, 11, counter=1,
+                                           key=KEY).pack(), 3)
+    spliced += msg(MsgType.CHUNK, Chunk(0, bytes(40)).pack(), 3)
+    spliced += msg(MsgType.COMMIT, Commit(11, img.digest(START + 1)).pack(), 3)
+    back = msg(MsgType.ROLLBACK, req.rollback(11, MODEL, 3, KEY).pack(), 6)
+    wire = (first + second + first + spliced
+            + msg(MsgType.ROLLBACK, req.rollback(11, MODEL, 3).pack(), 4)  # unsigned
+            + msg(MsgType.ROLLBACK, Rollback(11, 3, bytes(32)).pack(), 5)  # forged
+            + back + msg(MsgType.ROLLBACK, req.rollback(12, MODEL, 4, KEY).pack(), 7) + back  # back, forth, replay
+            + session(GOOD, key=KEY, counter=5) + msg(MsgType.BEGIN, Begin(13, 0, 8, 0, 0).pack(), 8)
+            + msg(MsgType.HELLO_REQ, seq=9) + STATUS_REQ)
+    c_out, c_image = run_c(wire, key=KEY)
+    py_out, py_image = run_python(wire, key=KEY)
+    assert_same_replies(c_out, py_out)
+    replies = frames(c_out)
+    refused = [(s, Code(p[0]), MsgType(p[1])) for k, s, p in replies if k == MsgType.ERROR]
+    assert (2, Code.STALE, MsgType.BEGIN) not in refused and (1, Code.STALE, MsgType.BEGIN) in refused  # the replay
+    assert (3, Code.STALE, MsgType.BEGIN) in refused and (3, Code.NOT_IN_SESSION, MsgType.COMMIT) in refused
+    assert {(4, Code.UNSIGNED, MsgType.ROLLBACK), (5, Code.BAD_SIGNATURE, MsgType.ROLLBACK),
+            (6, Code.STALE, MsgType.ROLLBACK), (8, Code.UNSIGNED, MsgType.BEGIN)} <= set(refused)
+    hello = Hello.unpack(next(p for k, s, p in replies if k == MsgType.HELLO))
+    status = Status.unpack(replies[-1][2])
+    assert (hello.active_id, hello.counter) == (12, 5)  # the session's counter (5) is the floor now
+    assert (status.state, status.previous_id, status.have) == (1, 11, len(GOOD))  # the session survived
+    assert c_image.tobytes() == py_image.tobytes() == (START + 2).tobytes()

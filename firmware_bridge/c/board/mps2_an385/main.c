@@ -5,10 +5,12 @@
  * shipped model with formats/c_header.py), and FACTORY_HEAD_IMAGE_BYTES is the slot size. At boot
  * the flash's current record and slots are restored (or the record before it, if the receiver
  * refuses the current one); a first boot, or a flash whose records it refuses, starts from the
- * factory weights and formats the flash.
+ * factory weights and formats the flash. board_key.h (also written by build_firmware.py, with
+ * --key) holds the pre-shared key of a KEYED device, or none.
  */
 #include <string.h>
 
+#include "board_key.h"
 #include "edgefdfa_rx.h"
 #include "factory_head.h"
 #include "flash.h"
@@ -93,7 +95,8 @@ static efb_rx_status boot(efb_rx_config *config) {
 int main(void) {
     efb_rx_config config = {
         .layers = layers, .n_layers = FACTORY_HEAD_N_LAYERS, .max_frame = MAX_FRAME,
-        .encodings = EFB_ALL_ENCODINGS, .key = NULL, .key_len = 0, .slot_size = FACTORY_HEAD_IMAGE_BYTES,
+        .encodings = EFB_ALL_ENCODINGS, .key = BOARD_KEY_LEN ? board_key : NULL, .key_len = BOARD_KEY_LEN,
+        .slot_size = FACTORY_HEAD_IMAGE_BYTES,
         .slots = {slots[0], slots[1]}, .staging = staging, .rx_buf = rx_buf, .tx_buf = tx_buf,
         .scratch = scratch, .scratch_len = sizeof scratch / sizeof scratch[0],
         .write = write_uart, .persist = persist, .ctx = NULL,
