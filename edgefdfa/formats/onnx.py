@@ -109,10 +109,11 @@ def split(data: bytes, head: int | None, name: str) -> Split:
         model_input, output = _single_input_output(g, name)
         start, dequantize = _start(g, layers[0])
         n_in = layers[0].dense.W.shape[1]
-        if start == model_input.name and dequantize is None:
+        half = dequantize is None and _elem_type(g, start) == TensorProto.FLOAT16  # the features go out as float32
+        if start == model_input.name and dequantize is None and not half:
             backbone, head_input = None, _info(model_input)
         else:
-            backbone, out = _backbone(g, start, dequantize)
+            backbone, out = _backbone(g, start, dequantize, half)
             head_input = TensorInfo(out, _info(g.infos[start]).shape if start in g.infos else (None, n_in), "float32")
         return Split(
             backbone=backbone,
@@ -544,8 +545,27 @@ def _maker(g: _Graph, tensor: str, reader: int | None) -> int:
 
 
 def _passed(g: _Graph, node: onnx.NodeProto) -> bool:
-    """An Identity, or a Dropout whose mask nobody reads: the head passes through it unchanged."""
+    """An Identity, a Dropout whose mask nobody reads, or a Cast between float16 and float32 (a float16
+    file's input and output): the head passes through it (the engine computes in float32)."""
+    if node.op_type == "Cast":
+        return _float_cast(g, node)
     return node.op_type in _PASSED and bool(node.input) and not any(g.used(t) for t in node.output[1:])
+
+
+_FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
+
+
+def _float_cast(g: _Graph, node: onnx.NodeProto) -> bool:
+    """A Cast from float16 to float32 or back."""
+    return _attrs(node).get("to") in _FLOATS and bool(node.input) and _elem_type(g, node.input[0]) in _FLOATS
+
+
+def _elem_type(g: _Graph, tensor: str) -> int:
+    """A tensor's element type as the file or shape inference declares it (0: unknown)."""
+    if tensor in g.initializers:
+        return g.initializers[tensor].data_type
+    info = g.infos.get(tensor)
+    return info.type.tensor_type.elem_type if info is not None else 0
 
 
 def _activation_quant(g: _Graph, node: onnx.NodeProto) -> bool:
@@ -635,15 +655,7 @@ def _dense_op(g: _Graph, i: int, acts: list[_Quant]) -> _Layer:
         return _dynamic(g, i, None)
     if op in ("Add", "QLinearAdd"):
         return _added(g, i, acts)
-    reason = "this quantized op is not one edgefdfa reads in a head" if _quantized(op) else None
-    if op == "Cast" and _float16_cast(g, i):
-        reason = "it casts a float16 head to float32; float16 heads are not supported yet (re-export in float32)"
-    raise _Stop(g.where(i), reason)
-
-
-def _float16_cast(g: _Graph, i: int) -> bool:
-    info = g.infos.get(g.nodes[i].input[0])
-    return info is not None and info.type.tensor_type.elem_type == TensorProto.FLOAT16
+    raise _Stop(g.where(i), "this quantized op is not one edgefdfa reads in a head" if _quantized(op) else None)
 
 
 def _added(g: _Graph, i: int, acts: list[_Quant]) -> _Layer:
@@ -786,7 +798,7 @@ def _dynamic(g: _Graph, i: int, add: tuple[int, str] | None) -> _Layer:
 
 def _form(weight: _Param, in_quant: tuple | None) -> str:
     if weight.scale is None:
-        return "float32"
+        return weight.dtype  # float32 or float16
     return "int8" if in_quant is not None else "dynamic"
 
 
@@ -800,10 +812,14 @@ def _dequantized_input(g: _Graph, tensor: str) -> tuple[str, str | None] | None:
 
 
 def _param(g: _Graph, i: int, tensor: str, role: str, matrix: bool = False) -> _Param:
-    """The weight or bias node i reads: stored float32, or an integer tensor a DequantizeLinear dequantizes."""
+    """The weight or bias node i reads: stored float32 or float16 (as it is, or through a Cast to float32),
+    or an integer tensor a DequantizeLinear dequantizes."""
     where, maker = g.where(i), g.producer.get(tensor)
     _alone(g, i, tensor, role)
     dq = g.nodes[maker] if maker is not None else None
+    if dq is not None and dq.op_type == "Cast" and _attrs(dq).get("to") == TensorProto.FLOAT and \
+            _elem_type(g, dq.input[0]) == TensorProto.FLOAT16 and _stored(g, dq.input[0]) is not None:
+        return _param(g, maker, dq.input[0], role, matrix)  # float16 storage, float32 arithmetic
     if dq is not None and dq.op_type == "DequantizeLinear" and len(dq.input) >= 2 and (
             dq.input[0] in g.initializers or _is_constant(g, dq.input[0])):
         attrs = _attrs(dq)
@@ -818,17 +834,12 @@ def _param(g: _Graph, i: int, tensor: str, role: str, matrix: bool = False) -> _
         if _quantized(g.nodes[maker].op_type):
             raise _Stop(where, f"its {role} '{tensor}' comes from {g.where(maker)}, a quantized form edgefdfa "
                                "does not read")
-        if g.nodes[maker].op_type == "Cast" and _float16_cast(g, maker):
-            raise _Stop(where, f"its {role} '{tensor}' is float16, cast to float32 by {g.where(maker)}; float16 "
-                               "heads are not supported yet (re-export in float32)")
         raise _Stop(where, f"its {role} '{tensor}' is computed by {g.where(maker)}, not stored")
-    if value.dtype != np.float32:
-        kind = "float16; float16 heads are not supported yet (re-export in float32)" if value.dtype == np.float16 \
-            else f"{value.dtype}, not float32"
-        raise _Stop(where, f"its {role} '{tensor}' is {kind}")
+    if value.dtype not in (np.float32, np.float16):
+        raise _Stop(where, f"its {role} '{tensor}' is {value.dtype}, not float32 or float16")
     _shape_check(g, i, tensor, value, role, matrix)
     _finite(where, tensor, value, role)
-    return _Param(value, tensor)
+    return _Param(value.astype(np.float32), tensor, value.dtype.name)
 
 
 def _is_constant(g: _Graph, tensor: str) -> bool:
@@ -949,9 +960,10 @@ def _start(g: _Graph, layer: _Layer) -> tuple[str, tuple[str, str | None] | None
 # --- the backbone -------------------------------------------------------------------------------------
 
 
-def _backbone(g: _Graph, tensor: str, dequantize: tuple[str, str | None] | None) -> tuple[bytes, str]:
+def _backbone(g: _Graph, tensor: str, dequantize: tuple[str, str | None] | None, half: bool) -> tuple[bytes, str]:
     """The file from its input up to `tensor` (the head's input) as a model of its own, ending in a
-    DequantizeLinear with `dequantize`'s (scale, zero point) when `tensor` is quantized; and its output."""
+    DequantizeLinear with `dequantize`'s (scale, zero point) when `tensor` is quantized, or in a Cast
+    to float32 when it is float16 (`half`); and its output."""
     model = onnx.ModelProto()
     model.CopyFrom(g.model)
     graph = model.graph
@@ -969,12 +981,16 @@ def _backbone(g: _Graph, tensor: str, dequantize: tuple[str, str | None] | None)
         output = g.new_name(f"{tensor}.dequantized")
         graph.node.append(helper.make_node("DequantizeLinear", [tensor, *(t for t in dequantize if t)], [output],
                                            name=g.new_name(f"{tensor}.dequantize")))
+    elif half:
+        output = g.new_name(f"{tensor}.float32")
+        graph.node.append(helper.make_node("Cast", [tensor], [output], name=g.new_name(f"{tensor}.cast"),
+                                           to=TensorProto.FLOAT))
     used = {t for node in graph.node for t in (*_reads(node), *node.output)}
     _remove(graph.initializer, lambda t: t.name not in used)
     _remove(graph.input, lambda v: v.name in g.initializers and v.name not in used)
     _remove(graph.value_info, lambda v: v.name not in used)
     del graph.output[:]
-    if dequantize is None and tensor in g.infos:
+    if output == tensor and tensor in g.infos:
         graph.output.append(g.infos[tensor])
     else:
         shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
@@ -1077,7 +1093,7 @@ def _write_layer(g: _Graph, layer: _Layer, W: np.ndarray, b: np.ndarray) -> None
 def _write_param(g: _Graph, p: _Param, value: np.ndarray) -> np.ndarray | None:
     """Store a weight in the file's form; the new scale of a quantized one, flat (per tensor: one value)."""
     if p.scale is None:
-        _store(g, p.tensor, value.astype(np.float32).reshape(p.value.shape))
+        _store(g, p.tensor, value.astype(p.dtype).reshape(p.value.shape))
         return None
     q, s, z = onnx_quant.symmetric(value.reshape(p.value.shape), np.dtype(p.dtype), _stored(g, p.scale).shape, p.axis)
     _store_quantized(g, p, q, s, z)
@@ -1098,8 +1114,8 @@ def _write_bias(g: _Graph, layer: _Layer, b: np.ndarray, w_scale: np.ndarray | N
     """Store a bias in the file's form: float32, int32 at in_scale x w_scale, or int8 at its own scale."""
     p = layer.bias
     value = b.reshape(p.value.shape) if p.value.size == b.size else b
-    if p.dtype == "float32":
-        _store(g, p.tensor, value.astype(np.float32))
+    if p.dtype in ("float32", "float16"):
+        _store(g, p.tensor, value.astype(p.dtype))
         return
     if p.dtype != "int32":
         q, s, z = onnx_quant.symmetric(value, np.dtype(p.dtype), _stored(g, p.scale).shape, p.axis)
@@ -1145,6 +1161,7 @@ def _add_bias(g: _Graph, layer: _Layer, b: np.ndarray, w_scale: np.ndarray | Non
             node.input.append("")
         node.input[6] = bias
         return
+    b = b.astype(np.float16) if _elem_type(g, node.input[0]) == TensorProto.FLOAT16 else b  # the layer's arithmetic
     graph.initializer.append(numpy_helper.from_array(b, bias))
     if g.model.ir_version < 4:
         graph.input.append(helper.make_tensor_value_info(bias, TensorProto.FLOAT, b.shape))
