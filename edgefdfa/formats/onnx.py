@@ -655,6 +655,8 @@ def _dense_op(g: _Graph, i: int, acts: list[_Quant]) -> _Layer:
         return _dynamic(g, i, None)
     if op in ("Add", "QLinearAdd"):
         return _added(g, i, acts)
+    if op in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
+        return _fused_dynamic(g, i)
     raise _Stop(g.where(i), "this quantized op is not one edgefdfa reads in a head" if _quantized(op) else None)
 
 
@@ -794,6 +796,29 @@ def _dynamic(g: _Graph, i: int, add: tuple[int, str] | None) -> _Layer:
     dense = Dense(np.ascontiguousarray(B.value.T), b, "identity", where, "dynamic")
     layer = _Layer(dense, g.nodes[dql].input[0], dql, m, B, bias, True, None if add is None else add[0])
     return layer
+
+
+def _fused_dynamic(g: _Graph, i: int) -> _Layer:
+    """onnxruntime's fused dynamic layers (com.microsoft): DynamicQuantizeMatMul(A, B, b_scale, b_zp, bias)
+    reads a float A; MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zp, b_zp, bias) reads A, a_scale and
+    a_zp from a DynamicQuantizeLinear of the layer's float input."""
+    node = g.nodes[i]
+    fused = node.op_type == "DynamicQuantizeMatMul"
+    inputs = list(node.input) + [""] * (7 - len(node.input))
+    scale, zero, bias_at = (2, 3, 4) if fused else (3, 5, 6)
+    B = _quantized_param(g, i, inputs[1], inputs[scale], inputs[zero] or None, 1, "weight", matrix=True)
+    bias = _param(g, i, inputs[bias_at], "bias") if inputs[bias_at] else None
+    b = _bias_vector(g, i, bias, B.value.shape[1])
+    dense = Dense(np.ascontiguousarray(B.value.T), b, "identity", g.where(i), "dynamic")
+    if fused:
+        return _Layer(dense, inputs[0], i, i, B, bias, True)
+    dql = g.producer.get(inputs[0])
+    if dql is None or g.nodes[dql].op_type != "DynamicQuantizeLinear" or \
+            list(g.nodes[dql].output[:3]) != [inputs[0], inputs[2], inputs[4]]:
+        raise _Stop(g.where(i), "its input is not quantized by a DynamicQuantizeLinear it alone reads")
+    for t in g.nodes[dql].output:
+        _maker(g, t, i)
+    return _Layer(dense, g.nodes[dql].input[0], dql, i, B, bias, True)
 
 
 def _form(weight: _Param, in_quant: tuple | None) -> str:

@@ -5,6 +5,7 @@ which onnxruntime runs in agreement with the float head."""
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
@@ -13,6 +14,7 @@ from edgefdfa import BadModelError
 from edgefdfa.backends.onnx import Session
 from edgefdfa.datasets import load
 from edgefdfa.formats import onnx as fmt
+from edgefdfa.formats import onnx_quant
 from head_reference import head_forward  # tests/backends is on sys.path (pytest's prepend mode)
 from test_onnx import conv_model
 
@@ -67,13 +69,14 @@ FILES = {  # name: (float model, how it is quantized)
     "qop_matmul": ("mlp_matmul", "qop", False), "qop_matmul_per_channel": ("mlp_matmul", "qop", True),
     "dynamic_gemm": ("mlp_gemm", "dynamic", False), "dynamic_matmul": ("mlp_matmul", "dynamic", False),
     "dynamic_per_channel": ("mlp_matmul", "dynamic", True),
+    "dynamic_fused": ("mlp_gemm", "dynamic_fused", False),  # onnxruntime's optimizer: DynamicQuantizeMatMul
     "qdq_cnn": ("cnn", "qdq", True), "qop_cnn": ("cnn", "qop", True), "dynamic_cnn": ("cnn", "dynamic", False),
     "qdq_one_layer": ("one_layer", "qdq", False), "qop_one_layer": ("one_layer", "qop", True),
     "dynamic_one_layer": ("one_layer", "dynamic", False),
 }
 FLOAT = {"mlp_gemm": lambda: trained_mlp([64, 32, 10], True), "mlp_matmul": lambda: trained_mlp([64, 32, 10], False),
          "one_layer": lambda: trained_mlp([64, 10], True), "cnn": trained_cnn}
-FORM = {"qdq": "int8", "qop": "int8", "dynamic": "dynamic"}
+FORM = {"qdq": "int8", "qop": "int8", "dynamic": "dynamic", "dynamic_fused": "dynamic"}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +89,14 @@ def quantized(tmp_path_factory):
         if not src.exists():
             src.write_bytes(FLOAT[source]())
         out = folder / f"{name}.onnx"
-        if how == "dynamic":
+        if how.startswith("dynamic"):
             quantize_dynamic(src, out, per_channel=per_channel)
+            if how == "dynamic_fused":  # saved as onnxruntime optimizes it
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+                options.optimized_model_filepath = str(out)
+                ort.InferenceSession(out.read_bytes(), options, providers=["CPUExecutionProvider"])
+                assert "DynamicQuantizeMatMul" in ops(out.read_bytes())
         else:
             shape = (1, 1, 8, 8) if source == "cnn" else (1, 64)
             quantize_static(src, out, Digits(Session(src.read_bytes()).input.name, shape), per_channel=per_channel,
@@ -339,3 +348,28 @@ def test_integer_inputs_and_outputs_carry_their_quantization():
     expected = np.maximum(head_in @ layer.W.T + layer.b, 0)
     y = (Session(data).run(x) + 128) * np.float32(0.05)  # the file's int8 output, dequantized
     assert np.abs(y - np.minimum(expected, 255 * 0.05)).max() <= 0.05 / 2 + 1e-6
+
+
+def test_matmul_integer_to_float_reads_and_writes_as_dynamic():
+    """com.microsoft MatMulIntegerToFloat after a DynamicQuantizeLinear, as onnxruntime fuses dynamic layers."""
+    rng = np.random.default_rng(8)
+    W = rng.normal(0, 0.2, (10, 64)).astype(np.float32)
+    q, scale, _ = onnx_quant.symmetric(W.T, np.dtype(np.int8), (), None)
+    h = onnx.helper
+    init = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.float32(scale), "ws"),
+            numpy_helper.from_array(np.int8(0), "wz"), numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "b")]
+    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
+             h.make_node("MatMulIntegerToFloat", ["xq", "wq", "xs", "ws", "xz", "wz", "b"], ["y"], name="fc",
+                         domain="com.microsoft")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 10])], init)
+    data = h.make_model(graph, ir_version=9, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]
+                        ).SerializeToString()
+    (layer,) = fmt.split(data, None, "mitf.onnx").head
+    assert layer.form == "dynamic" and np.array_equal(layer.W, q.T.astype(np.float32) * np.float32(scale))
+    assert np.abs(Session(data).run(DIGITS.X_test) - (DIGITS.X_test @ layer.W.T + layer.b)).max() < 0.05
+    new = (W[::-1].copy(), -layer.b)
+    out = fmt.write_head(data, [new], "mitf.onnx")
+    assert initializer(out, "wq").dtype == np.int8 and ops(out) == ops(data)
+    expected = DIGITS.X_test @ new[0].T + new[1]
+    assert agreement(expected, Session(out).run(DIGITS.X_test)) >= 0.95
