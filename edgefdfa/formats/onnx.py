@@ -128,7 +128,7 @@ def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str
         g = Graph(model)
         layers, _, _ = find(g, len(head), name)
         _single_input_output(g, name)
-        weights = [_checked(layer, W, b, name) for layer, (W, b) in zip(layers, head)]
+        weights = [_checked(g, layer, W, b, name) for layer, (W, b) in zip(layers, head)]
         if ranges is not None:
             for layer, r, (_, b) in zip(layers, _ranges(ranges, len(layers), name), weights):
                 for act in layer.acts:
@@ -333,7 +333,8 @@ def _remove(field, unwanted: Callable) -> None:
 # --- writing the head back ----------------------------------------------------------------------------
 
 
-def _checked(layer: Layer, W: np.ndarray, b: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _checked(g: Graph, layer: Layer, W: np.ndarray, b: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A new layer's (W, b) as float32, refused unless it has the layer's shape, is finite, and fits its form."""
     W, b = np.asarray(W, np.float32), np.asarray(b, np.float32)
     old = layer.dense.W.shape
     if W.shape != old or b.shape != old[:1]:
@@ -341,17 +342,10 @@ def _checked(layer: Layer, W: np.ndarray, b: np.ndarray, name: str) -> tuple[np.
                             f"the new head gives W {W.shape} and b {b.shape}")
     if not (np.isfinite(W).all() and np.isfinite(b).all()):
         raise BadModelError(f"{name}: the new weights for {layer.dense.where} hold NaN or Inf")
-    if layer.bias is None and b.any() and _takes_no_bias(layer):
+    if layer.bias is None and b.any() and g.nodes[layer.node].op_type in ("QLinearMatMul", "MatMulInteger"):
         raise BadModelError(f"{name}: {layer.dense.where} has no bias in the file and its {layer.dense.form} form "
                             "cannot take one; learn it with its bias at zero")
     return W, b
-
-
-def _takes_no_bias(layer: Layer) -> bool:
-    """A quantized layer without a bias that no bias can be added to in its form (an Add after its
-    integer product would add to the wrong tensor)."""
-    return layer.in_integer and layer.weight.scale is not None and layer.dense.where.endswith("QLinearMatMul)") \
-        or layer.dense.form == "dynamic" and layer.dense.where.endswith("MatMulInteger)")
 
 
 def _ranges(ranges: np.ndarray, n: int, name: str) -> np.ndarray:

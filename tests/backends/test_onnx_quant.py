@@ -1,5 +1,5 @@
 """Quantized ONNX heads as onnxruntime.quantization writes them (static QDQ and QOperator, per tensor and
-per channel, calibrated on real digits; dynamic): split reads them dequantized with their form, the
+per channel, int8 and uint8, calibrated on real digits; dynamic): split reads them dequantized with their form, the
 backbone hands over float32 features, and write_head puts a learned head back in the file's own form,
 which onnxruntime runs in agreement with the float head."""
 
@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from edgefdfa import BadModelError
 from edgefdfa.backends.onnx import Session
@@ -70,13 +70,14 @@ FILES = {  # name: (float model, how it is quantized)
     "dynamic_gemm": ("mlp_gemm", "dynamic", False), "dynamic_matmul": ("mlp_matmul", "dynamic", False),
     "dynamic_per_channel": ("mlp_matmul", "dynamic", True),
     "dynamic_fused": ("mlp_gemm", "dynamic_fused", False),  # onnxruntime's optimizer: DynamicQuantizeMatMul
+    "qdq_uint8": ("mlp_gemm", "qdq_u8", False), "qop_uint8_per_channel": ("mlp_matmul", "qop_u8", True),
     "qdq_cnn": ("cnn", "qdq", True), "qop_cnn": ("cnn", "qop", True), "dynamic_cnn": ("cnn", "dynamic", False),
     "qdq_one_layer": ("one_layer", "qdq", False), "qop_one_layer": ("one_layer", "qop", True),
     "dynamic_one_layer": ("one_layer", "dynamic", False),
 }
 FLOAT = {"mlp_gemm": lambda: trained_mlp([64, 32, 10], True), "mlp_matmul": lambda: trained_mlp([64, 32, 10], False),
          "one_layer": lambda: trained_mlp([64, 10], True), "cnn": trained_cnn}
-FORM = {"qdq": "int8", "qop": "int8", "dynamic": "dynamic", "dynamic_fused": "dynamic"}
+FORM = {"qdq": "int8", "qop": "int8", "qdq_u8": "int8", "qop_u8": "int8", "dynamic": "dynamic", "dynamic_fused": "dynamic"}
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,9 @@ def quantized(tmp_path_factory):
                 assert "DynamicQuantizeMatMul" in ops(out.read_bytes())
         else:
             shape = (1, 1, 8, 8) if source == "cnn" else (1, 64)
+            types = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QUInt8} if how.endswith("u8") else {}
             quantize_static(src, out, Digits(Session(src.read_bytes()).input.name, shape), per_channel=per_channel,
-                            quant_format=QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator)
+                            quant_format=QuantFormat.QDQ if how.startswith("qdq") else QuantFormat.QOperator, **types)
         made[name] = out.read_bytes()
     return made
 
