@@ -343,8 +343,8 @@ def _checked(g: Graph, layer: Layer, W: np.ndarray, b: np.ndarray, name: str) ->
     if not (np.isfinite(W).all() and np.isfinite(b).all()):
         raise BadModelError(f"{name}: the new weights for {layer.dense.where} hold NaN or Inf")
     if layer.bias is None and b.any() and g.nodes[layer.node].op_type in ("QLinearMatMul", "MatMulInteger"):
-        raise BadModelError(f"{name}: {layer.dense.where} has no bias in the file and its {layer.dense.form} form "
-                            "cannot take one; learn it with its bias at zero")
+        raise BadModelError(f"{name}: {layer.dense.where} has no bias in the file, and as {FORMS[layer.dense.form]} "
+                            "it cannot take one; learn it with its bias at zero")
     return W, b
 
 

@@ -311,7 +311,8 @@ def test_a_bias_the_integer_form_cannot_take_is_refused(quantized):
     data = model.SerializeToString()
     split = fmt.split(data, 1, "q.onnx")
     assert not split.head[0].b.any()
-    with pytest.raises(BadModelError, match=r"QLinearMatMul\) has no bias in the file and its int8 form cannot take one"):
+    with pytest.raises(BadModelError, match=r"QLinearMatMul\) has no bias in the file, and as quantized \(int8 weights, int32 bias, int8 "
+                                            r"activations\) it cannot take one"):
         fmt.write_head(data, [(split.head[0].W, np.ones(10, np.float32))], "q.onnx")
     out = fmt.write_head(data, [(split.head[0].W, np.zeros(10, np.float32))], "q.onnx")
     Session(out).run(DIGITS.X_test[:2])
