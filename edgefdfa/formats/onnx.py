@@ -96,7 +96,8 @@ def split(data: bytes, head: int | None, name: str) -> Split:
             backbone, head_input = None, tensor_info(model_input)
         else:
             backbone, out = _backbone(g, start, dequantize, half)
-            head_input = TensorInfo(out, tensor_info(g.infos[start]).shape if start in g.infos else (None, n_in), "float32")
+            shape = tensor_info(g.infos[start]).shape if start in g.infos else (None, n_in)
+            head_input = TensorInfo(out, shape, "float32")
         return Split(
             backbone=backbone,
             head=[layer.dense for layer in layers],
@@ -134,7 +135,7 @@ def write_head(data: bytes, head: list[tuple[np.ndarray, np.ndarray]], name: str
                 for act in layer.acts:
                     _write_activation(g, act, r, b)
         folded = {t for layer in layers if layer.bn is not None for t in g.nodes[layer.bn].input}
-        for layer, (W, b) in reversed(list(zip(layers, weights))):  # last first: an inserted Add shifts later nodes only
+        for layer, (W, b) in reversed(list(zip(layers, weights))):  # last first: an inserted Add shifts later nodes
             _write_layer(g, layer, W, b)
         _drop_unused_initializers(g.model.graph, folded)
         if opset_version(model) <= MAX_OPSET:
@@ -186,7 +187,8 @@ def inference_model(data: bytes, head: int, name: str) -> bytes:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise BadModelError(f"{name}: the model with the head's weights as inputs fails onnx's checker: {exc}") from None
+        raise BadModelError(f"{name}: the model with the head's weights as inputs fails onnx's checker: "
+                            f"{exc}") from None
     return model.SerializeToString()
 
 
@@ -247,13 +249,15 @@ def _io_info(g: Graph, value: onnx.ValueInfoProto, is_input: bool) -> TensorInfo
     for node in nodes:
         if node.op_type == op and len(node.input) > 1:
             with contextlib.suppress(Stop):
-                scale, zero = stored_value(g, node.input[1]), stored_value(g, node.input[2]) if len(node.input) > 2 else None
+                scale = stored_value(g, node.input[1])
+                zero = stored_value(g, node.input[2]) if len(node.input) > 2 and node.input[2] else None
                 if scale is not None and scale.size == 1:
                     info.quantization = (float(scale.reshape(())), 0 if zero is None else int(zero.reshape(-1)[0]))
     return info
 
 
 def _single_input_output(g: Graph, name: str) -> tuple[onnx.ValueInfoProto, onnx.ValueInfoProto]:
+    """The model's one input and one output; refuses any other count."""
     outputs = g.model.graph.output
     if len(g.inputs) != 1 or len(outputs) != 1:
         raise BadModelError(f"{name}: the model has {len(g.inputs)} inputs and {len(outputs)} outputs; "
@@ -372,6 +376,7 @@ def _write_activation(g: Graph, act: Quant, r: np.ndarray, b: np.ndarray) -> Non
 
 
 def _write_layer(g: Graph, layer: Layer, W: np.ndarray, b: np.ndarray) -> None:
+    """Write one layer's new W and b in its own form (its BatchNormalization becomes an Identity)."""
     if layer.bn is not None:  # the layer holds the normalization now; first, before an inserted Add shifts it
         bn = g.nodes[layer.bn]
         bn.CopyFrom(helper.make_node("Identity", [bn.input[0]], [bn.output[0]], name=bn.name))
@@ -393,12 +398,14 @@ def _write_param(g: Graph, p: Param, value: np.ndarray) -> np.ndarray | None:
     if p.scale is None:
         _store(g, p.tensor, value.astype(p.dtype).reshape(p.value.shape))
         return None
-    q, s, z = onnx_quant.symmetric(value.reshape(p.value.shape), np.dtype(p.dtype), stored_value(g, p.scale).shape, p.axis)
+    scale_shape = stored_value(g, p.scale).shape
+    q, s, z = onnx_quant.symmetric(value.reshape(p.value.shape), np.dtype(p.dtype), scale_shape, p.axis)
     _store_quantized(g, p, q, s, z)
     return s.reshape(-1)
 
 
 def _store_quantized(g: Graph, p: Param, q: np.ndarray, s: np.ndarray, z: np.ndarray) -> None:
+    """Store a quantized tensor's integers, scale and zero point."""
     _store(g, p.tensor, q)
     _store(g, p.scale, s)
     if p.zero_point:
@@ -450,7 +457,7 @@ def _add_bias(g: Graph, layer: Layer, b: np.ndarray, w_scale: np.ndarray | None)
     """A bias for a layer the file has none for: a new Gemm input C (QGemm: int32 at in_scale x w_scale),
     or a new Add after the MatMul."""
     node, graph = g.nodes[layer.node], g.model.graph
-    broadcast = {"broadcast": 1} if opset_version(g.model) < 7 else {}  # before opset 7, Gemm and Add broadcast on request
+    broadcast = {"broadcast": 1} if opset_version(g.model) < 7 else {}  # opset < 7: Gemm and Add broadcast on request
     bias = g.new_name(f"{node.name or node.op_type}.bias")
     if node.op_type == "QGemm":
         scale = np.float32(stored_value(g, layer.in_quant[0]).reshape(())) * w_scale

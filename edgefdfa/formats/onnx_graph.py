@@ -27,6 +27,7 @@ def parsing(name: str) -> Iterator[None]:
 
 
 def parse(data: bytes, name: str) -> onnx.ModelProto:
+    """The model in `data`, refused unless it parses and declares an IR version and an output."""
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and whatever a corrupt message raises
@@ -90,6 +91,7 @@ def _inferred(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
 
 
 def tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    """A value's name, shape (None for a dynamic dimension) and numpy dtype name."""
     tensor = value.type.tensor_type
     shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
     try:
@@ -100,10 +102,12 @@ def tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
 
 
 def opset_version(model: onnx.ModelProto) -> int:
+    """The model's default-domain opset."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def node_attrs(node: onnx.NodeProto) -> dict:
+    """A node's attributes as Python values."""
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 

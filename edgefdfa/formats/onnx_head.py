@@ -146,6 +146,7 @@ def _softmax(g: Graph, output: str) -> tuple[bool, str, int | None]:
 
 
 def _check_softmax(g: Graph, i: int) -> None:
+    """Refuse a softmax over any axis but the outputs'."""
     node = g.nodes[i]
     default = -1 if node.op_type == "QLinearSoftmax" or opset_version(g.model) >= 13 else 1
     axis = node_attrs(node).get("axis", default)
@@ -203,11 +204,9 @@ def _through(g: Graph, tensor: str, reader: int | None, acts: list[Quant], range
 
 
 def _add_quant(g: Graph, i: int, acts: list[Quant], range_: str) -> None:
+    """Record the activation quantize/dequantize node i works with."""
     node = g.nodes[i]
-    scale, zero = node.input[1], node.input[2] if len(node.input) > 2 and node.input[2] else None
-    _quant_scalar(g, i, scale, zero)
-    if all(a.scale != scale for a in acts):
-        acts.append(Quant(scale, zero, range_))
+    _add_quant_at(g, i, node.input[1], node.input[2] if len(node.input) > 2 else None, acts, range_)
 
 
 def _quant_scalar(g: Graph, i: int, scale: str, zero: str | None) -> tuple[float, int, np.dtype]:
@@ -301,12 +300,14 @@ def _added(g: Graph, i: int, acts: list[Quant]) -> Layer:
 
 
 def _add_quant_at(g: Graph, i: int, scale: str, zero: str | None, acts: list[Quant], range_: str) -> None:
+    """Record a quantized activation of node i (once: a QDQ pair and the next layer share one scale)."""
     _quant_scalar(g, i, scale, zero or None)
     if all(a.scale != scale for a in acts):
         acts.append(Quant(scale, zero or None, range_))
 
 
 def _gemm(g: Graph, i: int) -> Layer:
+    """Gemm(A, B, C) with alpha, beta and transB, its B and C float or dequantized (QDQ)."""
     node, attrs = g.nodes[i], node_attrs(g.nodes[i])
     if attrs.get("transA", 0):
         raise Stop(g.where(i), "transA=1 (a transposed input) is not a dense layer per sample")
@@ -437,6 +438,7 @@ def _fused_dynamic(g: Graph, i: int) -> Layer:
 
 
 def _form(weight: Param, in_quant: tuple | None) -> str:
+    """A layer's Dense.form from its weight and whether its input is quantized too."""
     if weight.scale is None:
         return weight.dtype  # float32 or float16
     return "int8" if in_quant is not None else "dynamic"
@@ -483,6 +485,7 @@ def _param(g: Graph, i: int, tensor: str, role: str, matrix: bool = False) -> Pa
 
 
 def _is_constant(g: Graph, tensor: str) -> bool:
+    """Whether a Constant or ConstantOfShape node makes `tensor`."""
     return tensor in g.producer and g.nodes[g.producer[tensor]].op_type in ("Constant", "ConstantOfShape")
 
 
@@ -510,6 +513,7 @@ def _quantized_param(g: Graph, i: int, tensor: str, scale: str, zero: str | None
 
 
 def _integer(g: Graph, i: int, tensor: str, role: str) -> np.ndarray:
+    """The stored integer tensor of a quantized weight or bias."""
     q = stored_value(g, tensor)
     if q is None:
         raise Stop(g.where(i), f"its quantized {role} '{tensor}' is not stored in the file")
@@ -520,17 +524,20 @@ def _integer(g: Graph, i: int, tensor: str, role: str) -> np.ndarray:
 
 
 def _alone(g: Graph, i: int, tensor: str, role: str) -> None:
+    """Refuse a weight another node reads too: writing it would change that node."""
     shared = [j for j in g.readers.get(tensor, []) if j != i]
     if shared:
         raise Stop(g.where(i), f"its {role} '{tensor}' is shared with {g.where(shared[0])}")
 
 
 def _shape_check(g: Graph, i: int, tensor: str, value: np.ndarray, role: str, matrix: bool) -> None:
+    """Refuse a weight that is not a matrix."""
     if matrix and value.ndim != 2:
         raise Stop(g.where(i), f"its {role} '{tensor}' has shape {value.shape}, not a matrix")
 
 
 def _finite(where: str, tensor: str, value: np.ndarray, role: str) -> None:
+    """Refuse the file (a fatal Stop) for a weight holding NaN or Inf."""
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         raise Stop(where, f"its {role} '{tensor}' holds NaN or Inf", fatal=True)
 
@@ -598,4 +605,5 @@ def head_start(g: Graph, layer: Layer) -> tuple[str, tuple[str, str | None] | No
 
 
 def is_quantized_op(op_type: str) -> bool:
+    """Whether an op type is one of ONNX's (or onnxruntime's) quantized ops."""
     return op_type.startswith("QLinear") or op_type in _QUANTIZED

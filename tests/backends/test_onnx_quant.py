@@ -36,7 +36,8 @@ def trained_mlp(sizes, use_gemm):
     rng = np.random.default_rng(0)
     layers, H = [], DIGITS.X_train
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
-        W, b = rng.normal(0, 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32), rng.normal(0, .1, n_out).astype(np.float32)
+        W = rng.normal(0, 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32)
+        b = rng.normal(0, .1, n_out).astype(np.float32)
         layers.append((W, b, "relu"))
         H = np.maximum(H @ W.T + b, 0)
     layers.append((*ridge(H, DIGITS.y_train, sizes[-1]), "identity"))
@@ -44,7 +45,7 @@ def trained_mlp(sizes, use_gemm):
 
 
 def trained_cnn():
-    """conv_model's conv backbone with its two dense layers refitted: Conv -> Relu -> Flatten -> Gemm -> Relu -> Gemm."""
+    """conv_model (Conv -> Relu -> Flatten -> Gemm -> Relu -> Gemm) with its last layer refitted."""
     data = conv_model()
     split = fmt.split(data, 1, "cnn.onnx")
     H = Session(split.backbone).run(DIGITS.X_train.reshape(-1, 1, 8, 8))
@@ -77,7 +78,8 @@ FILES = {  # name: (float model, how it is quantized)
 }
 FLOAT = {"mlp_gemm": lambda: trained_mlp([64, 32, 10], True), "mlp_matmul": lambda: trained_mlp([64, 32, 10], False),
          "one_layer": lambda: trained_mlp([64, 10], True), "cnn": trained_cnn}
-FORM = {"qdq": "int8", "qop": "int8", "qdq_u8": "int8", "qop_u8": "int8", "dynamic": "dynamic", "dynamic_fused": "dynamic"}
+FORM = {"qdq": "int8", "qop": "int8", "qdq_u8": "int8", "qop_u8": "int8", "dynamic": "dynamic",
+        "dynamic_fused": "dynamic"}
 
 
 @pytest.fixture(scope="module")
@@ -281,12 +283,13 @@ def test_a_qdq_weight_only_file_reads_as_dynamic_range():
     """int8 weights dequantized into a float Gemm, float activations: dynamic-range quantized."""
     rng = np.random.default_rng(2)
     q, scale = rng.integers(-127, 128, (10, 64)).astype(np.int8), np.float32(0.01)
-    nodes = [onnx.helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq"),
-             onnx.helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)]
-    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 10])],
-                                   [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.array(scale), "s")])
-    data = onnx.helper.make_model(graph, ir_version=9, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+    h = onnx.helper
+    nodes = [h.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq"),
+             h.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 10])],
+                         [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.array(scale), "s")])
+    data = h.make_model(graph, ir_version=9, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
     (layer,) = fmt.split(data, None, "w.onnx").head
     assert layer.form == "dynamic" and np.array_equal(layer.W, q.astype(np.float32) * scale)
     assert np.abs(Session(data).run(DIGITS.X_test) - DIGITS.X_test @ layer.W.T).max() < 1e-5
@@ -311,8 +314,8 @@ def test_a_bias_the_integer_form_cannot_take_is_refused(quantized):
     data = model.SerializeToString()
     split = fmt.split(data, 1, "q.onnx")
     assert not split.head[0].b.any()
-    with pytest.raises(BadModelError, match=r"QLinearMatMul\) has no bias in the file, and as quantized \(int8 weights, int32 bias, int8 "
-                                            r"activations\) it cannot take one"):
+    with pytest.raises(BadModelError, match=r"QLinearMatMul\) has no bias in the file, and as quantized \(int8 "
+                                            r"weights, int32 bias, int8 activations\) it cannot take one"):
         fmt.write_head(data, [(split.head[0].W, np.ones(10, np.float32))], "q.onnx")
     out = fmt.write_head(data, [(split.head[0].W, np.zeros(10, np.float32))], "q.onnx")
     Session(out).run(DIGITS.X_test[:2])
@@ -360,7 +363,8 @@ def test_matmul_integer_to_float_reads_and_writes_as_dynamic():
     q, scale, _ = onnx_quant.symmetric(W.T, np.dtype(np.int8), (), None)
     h = onnx.helper
     init = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.float32(scale), "ws"),
-            numpy_helper.from_array(np.int8(0), "wz"), numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "b")]
+            numpy_helper.from_array(np.int8(0), "wz"),
+            numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "b")]
     nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
              h.make_node("MatMulIntegerToFloat", ["xq", "wq", "xs", "ws", "xz", "wz", "b"], ["y"], name="fc",
                          domain="com.microsoft")]
