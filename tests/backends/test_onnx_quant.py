@@ -380,3 +380,40 @@ def test_matmul_integer_to_float_reads_and_writes_as_dynamic():
     assert initializer(out, "wq").dtype == np.int8 and ops(out) == ops(data)
     expected = DIGITS.X_test @ new[0].T + new[1]
     assert agreement(expected, Session(out).run(DIGITS.X_test)) >= 0.95
+
+
+def degenerate(shape):
+    """A float file with a degenerate head: a hidden width of 1 (tanh), or one output (a regression)."""
+    rng = np.random.default_rng(0)
+    if shape == "width_1":
+        return fmt.dense_model([(rng.normal(0, .2, (1, 64)), np.zeros(1), "tanh"),
+                                (rng.normal(0, 1, (3, 1)), rng.normal(0, .1, 3), "identity")], softmax=True)
+    return fmt.dense_model([(rng.normal(0, .2, (1, 64)), np.ones(1), "identity")], softmax=False)
+
+
+@pytest.mark.parametrize("how", ["qdq", "qop", "dynamic"])
+@pytest.mark.parametrize("shape", ["width_1", "one_output"])
+def test_degenerate_quantized_heads_read_and_write_back(tmp_path, shape, how):
+    src, out = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    src.write_bytes(degenerate(shape))
+    if how == "dynamic":
+        quantize_dynamic(src, out)
+    else:
+        quantize_static(src, out, Digits("input", (1, 64)),
+                        quant_format=QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator)
+    data = out.read_bytes()
+    split = fmt.split(data, None, "q.onnx")
+    expected = [("tanh", (1, 64)), ("identity", (3, 1))] if shape == "width_1" else [("identity", (1, 64))]
+    assert [(l.activation, l.W.shape) for l in split.head] == expected
+    assert {l.form for l in split.head} == {"dynamic" if how == "dynamic" else "int8"}
+    head = [(l.W * 1.5, l.b + 0.2) for l in split.head]  # a learned head whose outputs leave the file's ranges
+    x = DIGITS.X_test
+    r = ranges_of(split, head, x)
+    want = float_head(split, head, x)
+    error = np.abs(Session(fmt.write_head(data, head, "q.onnx", r)).run(x) - want).max()
+    # within a few steps of the output's quantization: probabilities (1/255), or the output's own range
+    step = 1 / 255 if shape == "width_1" else (max(r[-1, 1], 0) - min(r[-1, 0], 0)) / 255
+    assert error <= 3 * step
+    if how != "dynamic":  # the file's own calibration saturates on the new head's outputs
+        kept = np.abs(Session(fmt.write_head(data, head, "q.onnx")).run(x) - want).max()
+        assert kept > error
