@@ -9,7 +9,6 @@ claims, each with the tensor's name.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 

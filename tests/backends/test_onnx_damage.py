@@ -1,5 +1,5 @@
-"""Damaged ONNX files: whatever random byte damage does to a real file (a float MLP, a conv net, a QDQ
-and a dynamic-quantized head), describe, split and write_head either succeed or raise BadModelError,
+"""Damaged ONNX files: whatever random byte damage does to a real file (a float MLP, a conv net, QDQ,
+QOperator and dynamic-quantized heads), describe, split and write_head either succeed or raise BadModelError,
 never another exception, and a head that splits has finite weights."""
 
 import numpy as np
@@ -29,13 +29,14 @@ def quantized_file(tmp_path_factory, how):
     if how == "dynamic":
         quantize_dynamic(folder / "f.onnx", folder / "q.onnx")
     else:
-        quantize_static(folder / "f.onnx", folder / "q.onnx", Digits(), quant_format=QuantFormat.QDQ)
+        quantize_static(folder / "f.onnx", folder / "q.onnx", Digits(),
+                        quant_format=QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator)
     return (folder / "q.onnx").read_bytes()
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    return [GOOD, conv_model(), quantized_file(tmp_path_factory, "qdq"), quantized_file(tmp_path_factory, "dynamic")]
+    return [GOOD, conv_model(), *(quantized_file(tmp_path_factory, how) for how in ("qdq", "qop", "dynamic"))]
 
 
 damage = st.lists(st.tuples(st.sampled_from(["flip", "set", "cut", "insert", "delete"]), st.floats(0, 1),
@@ -62,7 +63,7 @@ def damaged(data: bytes, edits) -> bytes:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(which=st.integers(0, 3), edits=damage)
+@given(which=st.integers(0, 4), edits=damage)
 def test_damaged_files_fail_only_with_bad_model_error(files, which, edits):
     data = damaged(files[which], edits)
     try:

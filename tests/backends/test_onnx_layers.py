@@ -113,7 +113,8 @@ def test_batchnorm_in_training_mode_stops_the_head():
 
 def dense_chain(sizes, acts, softmax):
     rng = np.random.default_rng(3)
-    layers = [(rng.normal(0, 1 / np.sqrt(n), (m, n)), rng.normal(0, 0.5, m), a) for n, m, a in zip(sizes, sizes[1:], acts)]
+    layers = [(rng.normal(0, 1 / np.sqrt(n), (m, n)), rng.normal(0, 0.5, m), a)
+              for n, m, a in zip(sizes, sizes[1:], acts)]
     return fmt.dense_model(layers, softmax)
 
 

@@ -1,18 +1,20 @@
 """Quantized ONNX heads as onnxruntime.quantization writes them (static QDQ and QOperator, per tensor and
-per channel, calibrated on real digits; dynamic): split reads them dequantized with their form, the
+per channel, int8 and uint8, calibrated on real digits; dynamic): split reads them dequantized with their form, the
 backbone hands over float32 features, and write_head puts a learned head back in the file's own form,
 which onnxruntime runs in agreement with the float head."""
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from edgefdfa import BadModelError
 from edgefdfa.backends.onnx import Session
 from edgefdfa.datasets import load
 from edgefdfa.formats import onnx as fmt
+from edgefdfa.formats import onnx_quant
 from head_reference import head_forward  # tests/backends is on sys.path (pytest's prepend mode)
 from test_onnx import conv_model
 
@@ -34,7 +36,8 @@ def trained_mlp(sizes, use_gemm):
     rng = np.random.default_rng(0)
     layers, H = [], DIGITS.X_train
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
-        W, b = rng.normal(0, 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32), rng.normal(0, .1, n_out).astype(np.float32)
+        W = rng.normal(0, 1 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32)
+        b = rng.normal(0, .1, n_out).astype(np.float32)
         layers.append((W, b, "relu"))
         H = np.maximum(H @ W.T + b, 0)
     layers.append((*ridge(H, DIGITS.y_train, sizes[-1]), "identity"))
@@ -42,7 +45,7 @@ def trained_mlp(sizes, use_gemm):
 
 
 def trained_cnn():
-    """conv_model's conv backbone with its two dense layers refitted: Conv -> Relu -> Flatten -> Gemm -> Relu -> Gemm."""
+    """conv_model (Conv -> Relu -> Flatten -> Gemm -> Relu -> Gemm) with its last layer refitted."""
     data = conv_model()
     split = fmt.split(data, 1, "cnn.onnx")
     H = Session(split.backbone).run(DIGITS.X_train.reshape(-1, 1, 8, 8))
@@ -67,13 +70,16 @@ FILES = {  # name: (float model, how it is quantized)
     "qop_matmul": ("mlp_matmul", "qop", False), "qop_matmul_per_channel": ("mlp_matmul", "qop", True),
     "dynamic_gemm": ("mlp_gemm", "dynamic", False), "dynamic_matmul": ("mlp_matmul", "dynamic", False),
     "dynamic_per_channel": ("mlp_matmul", "dynamic", True),
+    "dynamic_fused": ("mlp_gemm", "dynamic_fused", False),  # onnxruntime's optimizer: DynamicQuantizeMatMul
+    "qdq_uint8": ("mlp_gemm", "qdq_u8", False), "qop_uint8_per_channel": ("mlp_matmul", "qop_u8", True),
     "qdq_cnn": ("cnn", "qdq", True), "qop_cnn": ("cnn", "qop", True), "dynamic_cnn": ("cnn", "dynamic", False),
     "qdq_one_layer": ("one_layer", "qdq", False), "qop_one_layer": ("one_layer", "qop", True),
     "dynamic_one_layer": ("one_layer", "dynamic", False),
 }
 FLOAT = {"mlp_gemm": lambda: trained_mlp([64, 32, 10], True), "mlp_matmul": lambda: trained_mlp([64, 32, 10], False),
          "one_layer": lambda: trained_mlp([64, 10], True), "cnn": trained_cnn}
-FORM = {"qdq": "int8", "qop": "int8", "dynamic": "dynamic"}
+FORM = {"qdq": "int8", "qop": "int8", "qdq_u8": "int8", "qop_u8": "int8", "dynamic": "dynamic",
+        "dynamic_fused": "dynamic"}
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +92,19 @@ def quantized(tmp_path_factory):
         if not src.exists():
             src.write_bytes(FLOAT[source]())
         out = folder / f"{name}.onnx"
-        if how == "dynamic":
+        if how.startswith("dynamic"):
             quantize_dynamic(src, out, per_channel=per_channel)
+            if how == "dynamic_fused":  # saved as onnxruntime optimizes it
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+                options.optimized_model_filepath = str(out)
+                ort.InferenceSession(out.read_bytes(), options, providers=["CPUExecutionProvider"])
+                assert "DynamicQuantizeMatMul" in ops(out.read_bytes())
         else:
             shape = (1, 1, 8, 8) if source == "cnn" else (1, 64)
+            types = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QUInt8} if how.endswith("u8") else {}
             quantize_static(src, out, Digits(Session(src.read_bytes()).input.name, shape), per_channel=per_channel,
-                            quant_format=QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator)
+                            quant_format=QuantFormat.QDQ if how.startswith("qdq") else QuantFormat.QOperator, **types)
         made[name] = out.read_bytes()
     return made
 
@@ -270,12 +283,13 @@ def test_a_qdq_weight_only_file_reads_as_dynamic_range():
     """int8 weights dequantized into a float Gemm, float activations: dynamic-range quantized."""
     rng = np.random.default_rng(2)
     q, scale = rng.integers(-127, 128, (10, 64)).astype(np.int8), np.float32(0.01)
-    nodes = [onnx.helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq"),
-             onnx.helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)]
-    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 10])],
-                                   [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.array(scale), "s")])
-    data = onnx.helper.make_model(graph, ir_version=9, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+    h = onnx.helper
+    nodes = [h.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq"),
+             h.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 10])],
+                         [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.array(scale), "s")])
+    data = h.make_model(graph, ir_version=9, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
     (layer,) = fmt.split(data, None, "w.onnx").head
     assert layer.form == "dynamic" and np.array_equal(layer.W, q.astype(np.float32) * scale)
     assert np.abs(Session(data).run(DIGITS.X_test) - DIGITS.X_test @ layer.W.T).max() < 1e-5
@@ -300,7 +314,8 @@ def test_a_bias_the_integer_form_cannot_take_is_refused(quantized):
     data = model.SerializeToString()
     split = fmt.split(data, 1, "q.onnx")
     assert not split.head[0].b.any()
-    with pytest.raises(BadModelError, match=r"QLinearMatMul\) has no bias in the file and its int8 form cannot take one"):
+    with pytest.raises(BadModelError, match=r"QLinearMatMul\) has no bias in the file, and as quantized \(int8 "
+                                            r"weights, int32 bias, int8 activations\) it cannot take one"):
         fmt.write_head(data, [(split.head[0].W, np.ones(10, np.float32))], "q.onnx")
     out = fmt.write_head(data, [(split.head[0].W, np.zeros(10, np.float32))], "q.onnx")
     Session(out).run(DIGITS.X_test[:2])
@@ -339,3 +354,66 @@ def test_integer_inputs_and_outputs_carry_their_quantization():
     expected = np.maximum(head_in @ layer.W.T + layer.b, 0)
     y = (Session(data).run(x) + 128) * np.float32(0.05)  # the file's int8 output, dequantized
     assert np.abs(y - np.minimum(expected, 255 * 0.05)).max() <= 0.05 / 2 + 1e-6
+
+
+def test_matmul_integer_to_float_reads_and_writes_as_dynamic():
+    """com.microsoft MatMulIntegerToFloat after a DynamicQuantizeLinear, as onnxruntime fuses dynamic layers."""
+    rng = np.random.default_rng(8)
+    W = rng.normal(0, 0.2, (10, 64)).astype(np.float32)
+    q, scale, _ = onnx_quant.symmetric(W.T, np.dtype(np.int8), (), None)
+    h = onnx.helper
+    init = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(np.float32(scale), "ws"),
+            numpy_helper.from_array(np.int8(0), "wz"),
+            numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "b")]
+    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
+             h.make_node("MatMulIntegerToFloat", ["xq", "wq", "xs", "ws", "xz", "wz", "b"], ["y"], name="fc",
+                         domain="com.microsoft")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 10])], init)
+    data = h.make_model(graph, ir_version=9, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]
+                        ).SerializeToString()
+    (layer,) = fmt.split(data, None, "mitf.onnx").head
+    assert layer.form == "dynamic" and np.array_equal(layer.W, q.T.astype(np.float32) * np.float32(scale))
+    assert np.abs(Session(data).run(DIGITS.X_test) - (DIGITS.X_test @ layer.W.T + layer.b)).max() < 0.05
+    new = (W[::-1].copy(), -layer.b)
+    out = fmt.write_head(data, [new], "mitf.onnx")
+    assert initializer(out, "wq").dtype == np.int8 and ops(out) == ops(data)
+    expected = DIGITS.X_test @ new[0].T + new[1]
+    assert agreement(expected, Session(out).run(DIGITS.X_test)) >= 0.95
+
+
+def degenerate(shape):
+    """A float file with a degenerate head: a hidden width of 1 (tanh), or one output (a regression)."""
+    rng = np.random.default_rng(0)
+    if shape == "width_1":
+        return fmt.dense_model([(rng.normal(0, .2, (1, 64)), np.zeros(1), "tanh"),
+                                (rng.normal(0, 1, (3, 1)), rng.normal(0, .1, 3), "identity")], softmax=True)
+    return fmt.dense_model([(rng.normal(0, .2, (1, 64)), np.ones(1), "identity")], softmax=False)
+
+
+@pytest.mark.parametrize("how", ["qdq", "qop", "dynamic"])
+@pytest.mark.parametrize("shape", ["width_1", "one_output"])
+def test_degenerate_quantized_heads_read_and_write_back(tmp_path, shape, how):
+    src, out = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    src.write_bytes(degenerate(shape))
+    if how == "dynamic":
+        quantize_dynamic(src, out)
+    else:
+        quantize_static(src, out, Digits("input", (1, 64)),
+                        quant_format=QuantFormat.QDQ if how == "qdq" else QuantFormat.QOperator)
+    data = out.read_bytes()
+    split = fmt.split(data, None, "q.onnx")
+    expected = [("tanh", (1, 64)), ("identity", (3, 1))] if shape == "width_1" else [("identity", (1, 64))]
+    assert [(l.activation, l.W.shape) for l in split.head] == expected
+    assert {l.form for l in split.head} == {"dynamic" if how == "dynamic" else "int8"}
+    head = [(l.W * 1.5, l.b + 0.2) for l in split.head]  # a learned head whose outputs leave the file's ranges
+    x = DIGITS.X_test
+    r = ranges_of(split, head, x)
+    want = float_head(split, head, x)
+    error = np.abs(Session(fmt.write_head(data, head, "q.onnx", r)).run(x) - want).max()
+    # within a few steps of the output's quantization: probabilities (1/255), or the output's own range
+    step = 1 / 255 if shape == "width_1" else (max(r[-1, 1], 0) - min(r[-1, 0], 0)) / 255
+    assert error <= 3 * step
+    if how != "dynamic":  # the file's own calibration saturates on the new head's outputs
+        kept = np.abs(Session(fmt.write_head(data, head, "q.onnx")).run(x) - want).max()
+        assert kept > error
