@@ -102,9 +102,18 @@ def micro_outputs(data: bytes, X: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(params=ENTRIES, ids=lambda e: e["file"])
 def entry(request):
-    if request.param["format"] == "tflite" and tflite_backend.NAME is None:
+    """A zoo entry whose file the installed interpreter runs as it is (tflite-runtime 2.14 predates
+    the operator versions TensorFlow 2.21's converter writes for dynamic-range layers)."""
+    e = request.param
+    if e["format"] == "tflite" and tflite_backend.NAME is None:
         pytest.skip("no TFLite interpreter installed")
-    return request.param
+    try:
+        SESSIONS[e["format"]](FORMATS[e["format"]].read(file_of(e))[0], name=e["file"])
+    except edgefdfa.BadModelError as exc:
+        if "Didn't find op" not in str(exc):
+            raise
+        pytest.skip(f"{tflite_backend.NAME} cannot run the file itself: {str(exc).splitlines()[0]}")
+    return e
 
 
 def test_loads_and_matches_the_bare_interpreter(entry):
