@@ -37,6 +37,7 @@ from edgefdfa.datasets import load  # noqa: E402
 
 ZOO = ROOT / "tests" / "zoo"
 MODELS = ROOT / "models"
+VENV_SECONDS = "making the two venvs from scratch took 40 s (TensorFlow) and 61 s (PyTorch) more"  # measured once
 N_REF = 8  # reference inputs per data set
 VENVS = {  # venv name -> the pip requirements it is made with
     "tf": ["tensorflow-cpu==2.21.0"],
@@ -95,6 +96,15 @@ DATA = {  # inputs.npz key -> how one model input is made from the shipped data
                          "(1, 3, 40), fed in order to ONE interpreter (the model is stateful)",
 }
 KERAS = "tf.lite.TFLiteConverter.from_keras_model"
+CONVERTER_OPTIONS = {  # form -> the converter settings tools/zoo_keras.py convert() uses for it
+    "float32": "no options",
+    "dynamic": "optimizations=[DEFAULT] (weights of >= 1024 elements become int8)",
+    "float16": "optimizations=[DEFAULT], target_spec.supported_types=[float16]",
+    "int8": "optimizations=[DEFAULT], representative_dataset=200 training inputs, "
+            "supported_ops=[TFLITE_BUILTINS_INT8]",
+    "int8-io": "optimizations=[DEFAULT], representative_dataset=200 training inputs, "
+               "supported_ops=[TFLITE_BUILTINS_INT8], inference_input_type=inference_output_type=int8",
+}
 FAMILIES = {  # file stem (without form) -> what a person sees in the model
     "keras-digits-mlp": dict(data="digits_flat", maker="keras", architecture="Dense 64-32 relu, Dense 32-10 softmax",
                              head="dense 64-32 relu, dense 32-10", softmax=True, loss="ce"),
@@ -322,10 +332,15 @@ def entry(path: Path, made_by: dict, family: dict, form: str, inputs: dict, X_te
     return e
 
 
-def imu_int8_entry(imu_X: np.ndarray, imu_y: np.ndarray, classes: list[str], versions: dict) -> tuple[dict, str]:
-    """models/manifest.json's entry for imu-activity-int8.tflite, with its and the float file's test accuracy."""
+def imu_int8_entry(imu_X: np.ndarray, imu_y: np.ndarray, classes: list[str], versions: dict,
+                   keras_float: Path) -> tuple[dict, str]:
+    """models/manifest.json's entry for imu-activity-int8.tflite, with its and the float file's test accuracy.
+    The Keras rebuild in float32 must reproduce the shipped float file first (same weights, same computation)."""
     int8, float_ = MODELS / "imu-activity-int8.tflite", MODELS / "imu-activity.tflite"
     out_q, out_f = tflite_run(int8, imu_X), tflite_run(float_, imu_X)
+    rebuilt = tflite_run(keras_float, imu_X)
+    if not np.allclose(rebuilt, out_f, atol=1e-4):
+        raise SystemExit(f"the Keras rebuild of imu-activity differs from the shipped file by {np.abs(rebuilt - out_f).max()}")
     acc = {f.name: float(np.mean(o.argmax(1) == imu_y)) for f, o in ((int8, out_q), (float_, out_f))}
     agree = float(np.mean(out_q.argmax(1) == out_f.argmax(1)))
     facts = tflite_facts(int8)
@@ -343,7 +358,8 @@ def imu_int8_entry(imu_X: np.ndarray, imu_y: np.ndarray, classes: list[str], ver
                 f"representative set: 200 training windows",
         data=dict(test_windows=len(imu_X)),
         test_accuracy=acc, argmax_agreement_with_float=agree)
-    return e, f"imu-activity-int8: test accuracy {acc}, argmax agreement with the float file {agree:.3f}"
+    return e, (f"imu-activity-int8: test accuracy {acc[int8.name]:.3f} (the float imu-activity.tflite: "
+               f"{acc[float_.name]:.3f}) on the {len(imu_X)} test windows; argmax agreement with the float file {agree:.3f}")
 
 
 def update_models_manifest(e: dict) -> None:
@@ -352,6 +368,80 @@ def update_models_manifest(e: dict) -> None:
     manifest = json.loads(path.read_text())
     manifest["models"] = [m for m in manifest["models"] if m["name"] != e["name"]] + [e]
     path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+README_HEAD = """# tests/zoo: model files this project did not write
+
+Small real files as users bring them, for testing the runtime end to end: Keras nets converted by
+TensorFlow's own TFLite converter, PyTorch nets exported by `torch.onnx`, ONNX files quantized by
+onnxruntime's own tools, and files shipped inside public wheels. All nets were trained briefly on the
+project's shipped data (edgefdfa/data), so their outputs mean something.
+
+- `manifest.json`: one entry per file: who made it (tool, version, converter options / wheel, version, path
+  inside the wheel, licence), format, form, input and output tensors (shape, dtype, quantization), ops,
+  dense layers (weight shape and stored dtype), the head as a person sees it (`head.layers`, `softmax`,
+  `loss`), the data set and how one input is made from it, the file's outputs on the 8 reference inputs as
+  its bare interpreter gives them, and its test-split accuracy (or mse).
+- `inputs.npz`: the 8 reference inputs per data set and layout (`digits_flat`, `digits_hwc`, `digits_chw`,
+  `imu_window`, `sine_x`, `wakeword_features`) and the labels (`digits_labels`, `imu_labels`). Files with
+  an int8 input take the float inputs quantized with their input tensor's scale and zero point.
+- tests/backends/test_zoo_files.py checks every file against this manifest without TensorFlow or PyTorch.
+
+Regenerate (files, manifest, this README, models/imu-activity-int8.tflite and its models/manifest.json
+entry): `.venv/bin/python tools/make_zoo.py`. It makes its own venvs under `~/.cache/edgefdfa-zoo/`
+(`--cache DIR`), which are never a dependency of the project. Every model file comes out byte-identical on every run.
+"""
+
+README_NOTES = """## Notes
+
+- **Forms.** `float32`; `float16` (float16 weights, DEQUANTIZE to float32); `dynamic` (TFLite dynamic range:
+  int8 weights, float activations; the converter leaves tensors under 1024 elements float, so in
+  `keras-digits-mlp-dynamic` and `keras-imu-conv1d-dynamic` only the first dense layer is int8 and in
+  `keras-digits-wide-mlp-dynamic` both are); `int8` (full integer, float I/O with QUANTIZE/DEQUANTIZE around);
+  `int8-io` (full integer with int8 (or uint8) input and output); `qdq` (QuantizeLinear/DequantizeLinear
+  around float ops); `qoperator` (QGemm from com.microsoft, QLinearMatMul/QLinearAdd); `onnx-dynamic`
+  (DynamicQuantizeLinear + MatMulInteger).
+- **PyTorch's default export** (torch 2.13, dynamo) writes the weights to `<file>.onnx.data` beside the file
+  even for these small models (recorded in `external_data`); the TorchScript export (`dynamo=False`) embeds
+  them. The TorchScript exporter drops `nn.Dropout` in eval mode, so no Dropout node is in any file;
+  `BatchNormalization` stays, directly after the first Gemm.
+- onnxruntime's `quantize_dynamic` handles MatMul, not Gemm, which is why `torch-digits-mlp-matmul`
+  (hand-written `x @ W + b` layers, as tf2onnx writes Keras Dense) exists.
+- `keras-digits-conv2d-*`: Keras' default dynamic batch makes the converter emit SHAPE/STRIDED_SLICE/PACK/
+  RESHAPE for Flatten (kept on purpose).
+- `wheel-hey-jarvis-int8.tflite` is pymicro-wakeword's microWakeWord model (Apache-2.0, licence in
+  `LICENSE-pymicro-wakeword.txt`): stateful (resource variables hold its streaming buffers), int8 in, uint8
+  out. There is no audio data set in the project, so its reference inputs are seeded random int8 frames
+  fed in order through one interpreter.
+- `sine_float.tflite` is not copied: the test extra installs tflite-micro, and the entry's `installed`
+  says where the file is inside that package.
+"""
+
+
+def write_readme(manifest: dict, imu_line: str, venv_seconds: str) -> None:
+    """tests/zoo/README.md: what each file is, from the manifest just written."""
+    rows = ["| file | bytes | made by | form | input | head (loss) | data | test |", "|---|---|---|---|---|---|---|---|"]
+    for e in manifest["files"]:
+        made = e["made_by"].get("tool") or f"{e['made_by']['wheel']} {e['made_by']['version']} wheel"
+        maker = made.split(",")[0].split(" torch.onnx")[0].split(" (")[0]
+        metric = f"{e['test_accuracy']:.3f} acc" if "test_accuracy" in e else (
+            f"{e['test_mse']:.4f} mse" if "test_mse" in e else "")
+        inp = f"{e['input']['dtype']} {e['input']['shape']}"
+        head = f"{e['head']['layers']}{', softmax' if e['head']['softmax'] else ''} ({e['head']['loss']})"
+        size = sum((ZOO / f).stat().st_size for f in [e["file"], *e.get("external_data", [])]) \
+            if "installed" not in e else e["installed"]["bytes"]
+        rows.append(f"| {e['file']} | {size} | {maker} | {e['form']} | {inp} | {head} | {e['data']['inputs_key']} | {metric} |")
+    versions = ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())
+    text = (README_HEAD + f"\nVersions: {versions}; Python {manifest['python']}. Making the files took "
+            f"{manifest['seconds_to_make']} s on this 2-core machine with the venvs already there; {venv_seconds}.\n\n"
+            "## Files\n\n" + "\n".join(rows) + "\n\n" + README_NOTES +
+            "\n## models/imu-activity-int8.tflite\n\nThe shipped IMU model with its own weights (read from "
+            "models/imu-activity.onnx), rebuilt in Keras (checked: its float32 conversion matches "
+            "models/imu-activity.tflite within 1e-4) and converted full-integer int8 with float32 input and output. "
+            "The std is computed on per-channel scaled deviations and each feature group is standardised before "
+            "the concatenation: the same values in exact arithmetic, arranged so one int8 scale per tensor loses "
+            f"less. {imu_line}.\n")
+    (ZOO / "README.md").write_text(text)
 
 
 def make_files(cache: Path, data: Path) -> tuple[dict[str, dict], dict]:
@@ -371,7 +461,8 @@ def make_files(cache: Path, data: Path) -> tuple[dict[str, dict], dict]:
     (ZOO / "keras_versions.json").unlink()
     made = {}
     for f in sorted(ZOO.glob("keras-*.tflite")):
-        made[f.name] = {"tool": f"keras {versions['keras']} + tensorflow-cpu {versions['tensorflow-cpu']}, {KERAS}"}
+        made[f.name] = {"tool": f"keras {versions['keras']} + tensorflow-cpu {versions['tensorflow-cpu']}, {KERAS}",
+                        "options": CONVERTER_OPTIONS[family_and_form(f.name)[1]]}
     for name, how in notes.items():
         made[name] = {"tool": f"torch {versions['torch']} torch.onnx.export: {how} (onnxscript {versions['onnxscript']})"}
     X_cal = load("digits").X_train[:200]
@@ -419,15 +510,18 @@ def main() -> None:
                               "path_in_wheel": "tflite_micro/python/tflite_micro/sine_float.tflite",
                               "license": "Apache-2.0"}, FAMILIES["sine-float"], "float32", inputs, X_test, y_test)
     sine_entry["installed"] = {"module": "tflite_micro", "path": "python/tflite_micro/sine_float.tflite",
-                               "note": "not copied: the test extra installs tflite-micro, so tests find it there"}
+                               "note": "not copied: the test extra installs tflite-micro, so tests find it there",
+                               "bytes": sine.stat().st_size}
     entries.append(sine_entry)
 
-    imu_entry, imu_line = imu_int8_entry(imu_X, imu_y, classes, versions)
+    imu_entry, imu_line = imu_int8_entry(imu_X, imu_y, classes, versions,
+                                         args.cache / "imu-activity-keras-float32.tflite")
     update_models_manifest(imu_entry)
     seconds = round(time.monotonic() - started)
     manifest = dict(made_by="tools/make_zoo.py", versions=versions, python=sys.version.split()[0],
                     seconds_to_make=seconds, inputs="inputs.npz", files=entries)
     (ZOO / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_readme(manifest, imu_line, VENV_SECONDS)
     for e in entries:
         size = (ZOO / e["file"]).stat().st_size if "installed" not in e else sine.stat().st_size
         metric = f"accuracy {e['test_accuracy']:.3f}" if "test_accuracy" in e else (f"mse {e['test_mse']:.4f}" if "test_mse" in e else "")
