@@ -205,3 +205,15 @@ def test_head_described_matches_the_file(entry):
     """The manifest's 'dense A-B' layers, as a person reads them, are the file's dense weights."""
     described = [tuple(sorted(map(int, m))) for m in re.findall(r"dense (\d+)-(\d+)", entry["head"]["layers"])]
     assert described and dense_shapes(file_of(entry))[-len(described):] == described
+
+
+def test_shipped_int8_imu_model_is_full_integer_and_classifies():
+    """models/imu-activity-int8.tflite (made by make_zoo.py): int8 inside, float I/O, and it agrees with the
+    shipped float file on the reference windows, which it mostly classifies right."""
+    models = ZOO.parents[1] / "models"
+    path = models / MANIFEST["models_entry"]["files"][0]
+    check_tflite_form(path, "int8")
+    X = INPUTS["imu_window"]
+    q, f = run(path, X), run(models / "imu-activity.tflite", X)
+    assert np.mean(q.argmax(1) == INPUTS["imu_labels"]) >= 0.75
+    assert np.mean(q.argmax(1) == f.argmax(1)) >= 0.75
