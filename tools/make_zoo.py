@@ -256,27 +256,32 @@ def run_file(path: Path, X: np.ndarray) -> np.ndarray:
 
 
 def tflite_facts(path: Path) -> dict:
-    """What the file holds, as LiteRT reports it: I/O tensors, ops, and each FULLY_CONNECTED's weights
-    (through a DEQUANTIZE to the stored dtype, for float16 files)."""
+    """What the file holds: I/O tensors as LiteRT reports them; ops and each FULLY_CONNECTED's weights (through
+    a DEQUANTIZE to the stored dtype, for float16 files) read from the flatbuffer with edgefdfa's schema."""
     from ai_edge_litert.interpreter import Interpreter
+    from edgefdfa.formats.tflite import schema
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # XNNPACK's, not the file's
-    made_by = {o: op for op in ops for o in op["outputs"]}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    ops = [(op_names[codes[op.opcodeIndex]], list(op.inputs), list(op.outputs)) for op in graph.operators]
+    made_by = {o: op for op in ops for o in op[2]}
 
-    def stored(i: int) -> dict:
+    def stored(i: int):
         op = made_by.get(i)
-        return tensors[op["inputs"][0]] if op is not None and op["op_name"] == "DEQUANTIZE" else tensors[i]
+        return graph.tensors[op[1][0]] if op is not None and op[0] == "DEQUANTIZE" else graph.tensors[i]
 
     io = lambda d: dict(name=d["name"], shape=d["shape"].tolist(), shape_signature=d["shape_signature"].tolist(),  # noqa: E731
                         dtype=np.dtype(d["dtype"]).name, quantization=list(d["quantization"]))
-    dense = [dict(weight_shape=stored(op["inputs"][1])["shape"].tolist(),
-                  weight_dtype=np.dtype(stored(op["inputs"][1])["dtype"]).name,
-                  output_dtype=np.dtype(tensors[op["outputs"][0]]["dtype"]).name)
-             for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+    dense = [dict(weight_shape=[int(n) for n in stored(inputs[1]).shape],
+                  weight_dtype=type_names[stored(inputs[1]).type],
+                  output_dtype=type_names[graph.tensors[outputs[0]].type])
+             for name, inputs, outputs in ops if name == "FULLY_CONNECTED"]
     return dict(input=io(it.get_input_details()[0]), output=io(it.get_output_details()[0]),
-                ops=sorted({op["op_name"] for op in ops}), dense_layers=dense)
+                ops=sorted({name for name, _, _ in ops}), dense_layers=dense)
 
 
 def onnx_facts(path: Path) -> dict:
