@@ -3,7 +3,7 @@ bring. Keras nets converted by TensorFlow's own TFLite converter (float32, int8 
 dynamic range, float16), PyTorch nets exported by torch.onnx (dynamo with external data, TorchScript with
 BatchNorm1d and Dropout), ONNX files quantized by onnxruntime's own tools (QDQ, QOperator, dynamic), and
 real files copied out of public wheels. Also models/imu-activity-int8.tflite (full-integer int8 of the
-shipped IMU model, made from its own weights) and its models/manifest.json entry.
+shipped IMU model, made from its own weights) and, with --register, its models/manifest.json entry.
 
 TensorFlow and PyTorch live in their own venvs under the cache dir (never a dependency of the project);
 tools/zoo_keras.py and tools/zoo_torch.py run inside them. Every file is then run by its bare interpreter
@@ -37,6 +37,7 @@ from edgefdfa.datasets import load  # noqa: E402
 
 ZOO = ROOT / "tests" / "zoo"
 MODELS = ROOT / "models"
+VENV_SECONDS = "making the two venvs from scratch took 40 s (TensorFlow) and 61 s (PyTorch) more"  # measured once
 N_REF = 8  # reference inputs per data set
 VENVS = {  # venv name -> the pip requirements it is made with
     "tf": ["tensorflow-cpu==2.21.0"],
@@ -95,6 +96,15 @@ DATA = {  # inputs.npz key -> how one model input is made from the shipped data
                          "(1, 3, 40), fed in order to ONE interpreter (the model is stateful)",
 }
 KERAS = "tf.lite.TFLiteConverter.from_keras_model"
+CONVERTER_OPTIONS = {  # form -> the converter settings tools/zoo_keras.py convert() uses for it
+    "float32": "no options",
+    "dynamic": "optimizations=[DEFAULT] (weights of >= 1024 elements become int8)",
+    "float16": "optimizations=[DEFAULT], target_spec.supported_types=[float16]",
+    "int8": "optimizations=[DEFAULT], representative_dataset=200 training inputs, "
+            "supported_ops=[TFLITE_BUILTINS_INT8]",
+    "int8-io": "optimizations=[DEFAULT], representative_dataset=200 training inputs, "
+               "supported_ops=[TFLITE_BUILTINS_INT8], inference_input_type=inference_output_type=int8",
+}
 FAMILIES = {  # file stem (without form) -> what a person sees in the model
     "keras-digits-mlp": dict(data="digits_flat", maker="keras", architecture="Dense 64-32 relu, Dense 32-10 softmax",
                              head="dense 64-32 relu, dense 32-10", softmax=True, loss="ce"),
@@ -246,27 +256,32 @@ def run_file(path: Path, X: np.ndarray) -> np.ndarray:
 
 
 def tflite_facts(path: Path) -> dict:
-    """What the file holds, as LiteRT reports it: I/O tensors, ops, and each FULLY_CONNECTED's weights
-    (through a DEQUANTIZE to the stored dtype, for float16 files)."""
+    """What the file holds: I/O tensors as LiteRT reports them; ops and each FULLY_CONNECTED's weights (through
+    a DEQUANTIZE to the stored dtype, for float16 files) read from the flatbuffer with edgefdfa's schema."""
     from ai_edge_litert.interpreter import Interpreter
+    from edgefdfa.formats.tflite import schema
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # XNNPACK's, not the file's
-    made_by = {o: op for op in ops for o in op["outputs"]}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    ops = [(op_names[codes[op.opcodeIndex]], list(op.inputs), list(op.outputs)) for op in graph.operators]
+    made_by = {o: op for op in ops for o in op[2]}
 
-    def stored(i: int) -> dict:
+    def stored(i: int):
         op = made_by.get(i)
-        return tensors[op["inputs"][0]] if op is not None and op["op_name"] == "DEQUANTIZE" else tensors[i]
+        return graph.tensors[op[1][0]] if op is not None and op[0] == "DEQUANTIZE" else graph.tensors[i]
 
     io = lambda d: dict(name=d["name"], shape=d["shape"].tolist(), shape_signature=d["shape_signature"].tolist(),  # noqa: E731
                         dtype=np.dtype(d["dtype"]).name, quantization=list(d["quantization"]))
-    dense = [dict(weight_shape=stored(op["inputs"][1])["shape"].tolist(),
-                  weight_dtype=np.dtype(stored(op["inputs"][1])["dtype"]).name,
-                  output_dtype=np.dtype(tensors[op["outputs"][0]]["dtype"]).name)
-             for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+    dense = [dict(weight_shape=[int(n) for n in stored(inputs[1]).shape],
+                  weight_dtype=type_names[stored(inputs[1]).type],
+                  output_dtype=type_names[graph.tensors[outputs[0]].type])
+             for name, inputs, outputs in ops if name == "FULLY_CONNECTED"]
     return dict(input=io(it.get_input_details()[0]), output=io(it.get_output_details()[0]),
-                ops=sorted({op["op_name"] for op in ops}), dense_layers=dense)
+                ops=sorted({name for name, _, _ in ops}), dense_layers=dense)
 
 
 def onnx_facts(path: Path) -> dict:
@@ -322,10 +337,15 @@ def entry(path: Path, made_by: dict, family: dict, form: str, inputs: dict, X_te
     return e
 
 
-def imu_int8_entry(imu_X: np.ndarray, imu_y: np.ndarray, classes: list[str], versions: dict) -> tuple[dict, str]:
-    """models/manifest.json's entry for imu-activity-int8.tflite, with its and the float file's test accuracy."""
+def imu_int8_entry(imu_X: np.ndarray, imu_y: np.ndarray, classes: list[str], versions: dict,
+                   keras_float: Path) -> tuple[dict, str]:
+    """models/manifest.json's entry for imu-activity-int8.tflite, with its and the float file's test accuracy.
+    The Keras rebuild in float32 must reproduce the shipped float file first (same weights, same computation)."""
     int8, float_ = MODELS / "imu-activity-int8.tflite", MODELS / "imu-activity.tflite"
     out_q, out_f = tflite_run(int8, imu_X), tflite_run(float_, imu_X)
+    rebuilt = tflite_run(keras_float, imu_X)
+    if not np.allclose(rebuilt, out_f, atol=1e-4):
+        raise SystemExit(f"the Keras rebuild of imu-activity differs from the shipped file by {np.abs(rebuilt - out_f).max()}")
     acc = {f.name: float(np.mean(o.argmax(1) == imu_y)) for f, o in ((int8, out_q), (float_, out_f))}
     agree = float(np.mean(out_q.argmax(1) == out_f.argmax(1)))
     facts = tflite_facts(int8)
@@ -343,7 +363,8 @@ def imu_int8_entry(imu_X: np.ndarray, imu_y: np.ndarray, classes: list[str], ver
                 f"representative set: 200 training windows",
         data=dict(test_windows=len(imu_X)),
         test_accuracy=acc, argmax_agreement_with_float=agree)
-    return e, f"imu-activity-int8: test accuracy {acc}, argmax agreement with the float file {agree:.3f}"
+    return e, (f"imu-activity-int8: test accuracy {acc[int8.name]:.3f} (the float imu-activity.tflite: "
+               f"{acc[float_.name]:.3f}) on the {len(imu_X)} test windows; argmax agreement with the float file {agree:.3f}")
 
 
 def update_models_manifest(e: dict) -> None:
@@ -352,6 +373,83 @@ def update_models_manifest(e: dict) -> None:
     manifest = json.loads(path.read_text())
     manifest["models"] = [m for m in manifest["models"] if m["name"] != e["name"]] + [e]
     path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+README_HEAD = """# tests/zoo: model files this project did not write
+
+Small real files as users bring them, for testing the runtime end to end: Keras nets converted by
+TensorFlow's own TFLite converter, PyTorch nets exported by `torch.onnx`, ONNX files quantized by
+onnxruntime's own tools, and files shipped inside public wheels. All nets were trained briefly on the
+project's shipped data (edgefdfa/data), so their outputs mean something.
+
+- `manifest.json`: one entry per file: who made it (tool, version, converter options / wheel, version, path
+  inside the wheel, licence), format, form, input and output tensors (shape, dtype, quantization), ops,
+  dense layers (weight shape and stored dtype), the head as a person sees it (`head.layers`, `softmax`,
+  `loss`), the data set and how one input is made from it, the file's outputs on the 8 reference inputs as
+  its bare interpreter gives them, and its test-split accuracy (or mse).
+- `inputs.npz`: the 8 reference inputs per data set and layout (`digits_flat`, `digits_hwc`, `digits_chw`,
+  `imu_window`, `sine_x`, `wakeword_features`) and the labels (`digits_labels`, `imu_labels`). Files with
+  an int8 input take the float inputs quantized with their input tensor's scale and zero point.
+- tests/backends/test_zoo_files.py checks every file against this manifest without TensorFlow or PyTorch.
+
+Regenerate (files, manifest, this README and models/imu-activity-int8.tflite):
+`.venv/bin/python tools/make_zoo.py`; `--register` also writes the int8 IMU entry (kept in this manifest's
+`models_entry`) into models/manifest.json, which makes the shipped-model tests run on it: do that once the
+runtime loads int8 files. It makes its own venvs under `~/.cache/edgefdfa-zoo/`
+(`--cache DIR`), which are never a dependency of the project. Every model file comes out byte-identical on every run.
+"""
+
+README_NOTES = """## Notes
+
+- **Forms.** `float32`; `float16` (float16 weights, DEQUANTIZE to float32); `dynamic` (TFLite dynamic range:
+  int8 weights, float activations; the converter leaves tensors under 1024 elements float, so in
+  `keras-digits-mlp-dynamic` and `keras-imu-conv1d-dynamic` only the first dense layer is int8 and in
+  `keras-digits-wide-mlp-dynamic` both are); `int8` (full integer, float I/O with QUANTIZE/DEQUANTIZE around);
+  `int8-io` (full integer with int8 (or uint8) input and output); `qdq` (QuantizeLinear/DequantizeLinear
+  around float ops); `qoperator` (QGemm from com.microsoft, QLinearMatMul/QLinearAdd); `onnx-dynamic`
+  (DynamicQuantizeLinear + MatMulInteger).
+- **PyTorch's default export** (torch 2.13, dynamo) writes the weights to `<file>.onnx.data` beside the file
+  even for these small models (recorded in `external_data`); the TorchScript export (`dynamo=False`) embeds
+  them. The TorchScript exporter drops `nn.Dropout` in eval mode, so no Dropout node is in any file;
+  `BatchNormalization` stays, directly after the first Gemm.
+- onnxruntime's `quantize_dynamic` handles MatMul, not Gemm, which is why `torch-digits-mlp-matmul`
+  (hand-written `x @ W + b` layers, as tf2onnx writes Keras Dense) exists.
+- `keras-digits-conv2d-*`: Keras' default dynamic batch makes the converter emit SHAPE/STRIDED_SLICE/PACK/
+  RESHAPE for Flatten (kept on purpose).
+- `wheel-hey-jarvis-int8.tflite` is pymicro-wakeword's microWakeWord model (Apache-2.0, licence in
+  `LICENSE-pymicro-wakeword.txt`): stateful (resource variables hold its streaming buffers), int8 in, uint8
+  out. There is no audio data set in the project, so its reference inputs are seeded random int8 frames
+  fed in order through one interpreter.
+- `sine_float.tflite` is not copied: the test extra installs tflite-micro, and the entry's `installed`
+  says where the file is inside that package.
+"""
+
+
+def write_readme(manifest: dict, imu_line: str, venv_seconds: str) -> None:
+    """tests/zoo/README.md: what each file is, from the manifest just written."""
+    rows = ["| file | bytes | made by | form | input | head (loss) | data | test |", "|---|---|---|---|---|---|---|---|"]
+    for e in manifest["files"]:
+        made = e["made_by"].get("tool") or f"{e['made_by']['wheel']} {e['made_by']['version']} wheel"
+        maker = made.split(",")[0].split(" torch.onnx")[0].split(" (")[0]
+        metric = f"{e['test_accuracy']:.3f} acc" if "test_accuracy" in e else (
+            f"{e['test_mse']:.4f} mse" if "test_mse" in e else "")
+        inp = f"{e['input']['dtype']} {e['input']['shape']}"
+        head = f"{e['head']['layers']}{', softmax' if e['head']['softmax'] else ''} ({e['head']['loss']})"
+        size = sum((ZOO / f).stat().st_size for f in [e["file"], *e.get("external_data", [])]) \
+            if "installed" not in e else e["installed"]["bytes"]
+        rows.append(f"| {e['file']} | {size} | {maker} | {e['form']} | {inp} | {head} | {e['data']['inputs_key']} | {metric} |")
+    versions = ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())
+    text = (README_HEAD + f"\nVersions: {versions}; Python {manifest['python']}. Making the files took "
+            f"{manifest['seconds_to_make']} s on this 2-core machine with the venvs already there; {venv_seconds}.\n\n"
+            "## Files\n\n" + "\n".join(rows) + "\n\n" + README_NOTES +
+            "\n## models/imu-activity-int8.tflite\n\nThe shipped IMU model with its own weights (read from "
+            "models/imu-activity.onnx), rebuilt in Keras (checked: its float32 conversion matches "
+            "models/imu-activity.tflite within 1e-4) and converted full-integer int8 with float32 input and output. "
+            "The std is computed on per-channel scaled deviations and each feature group is standardised before "
+            "the concatenation: the same values in exact arithmetic, arranged so one int8 scale per tensor loses "
+            f"less. {imu_line}. Its models/manifest.json entry is `models_entry` in manifest.json here until "
+            "`--register` adds it there.\n")
+    (ZOO / "README.md").write_text(text)
 
 
 def make_files(cache: Path, data: Path) -> tuple[dict[str, dict], dict]:
@@ -371,7 +469,8 @@ def make_files(cache: Path, data: Path) -> tuple[dict[str, dict], dict]:
     (ZOO / "keras_versions.json").unlink()
     made = {}
     for f in sorted(ZOO.glob("keras-*.tflite")):
-        made[f.name] = {"tool": f"keras {versions['keras']} + tensorflow-cpu {versions['tensorflow-cpu']}, {KERAS}"}
+        made[f.name] = {"tool": f"keras {versions['keras']} + tensorflow-cpu {versions['tensorflow-cpu']}, {KERAS}",
+                        "options": CONVERTER_OPTIONS[family_and_form(f.name)[1]]}
     for name, how in notes.items():
         made[name] = {"tool": f"torch {versions['torch']} torch.onnx.export: {how} (onnxscript {versions['onnxscript']})"}
     X_cal = load("digits").X_train[:200]
@@ -389,6 +488,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgefdfa-zoo",
                         help="where the TensorFlow and PyTorch venvs live (default %(default)s)")
+    parser.add_argument("--register", action="store_true",
+                        help="also add imu-activity-int8 to models/manifest.json (the shipped-model tests then run "
+                             "on it: only once the runtime loads int8 files); it is in tests/zoo/manifest.json always")
     args = parser.parse_args()
     started = time.monotonic()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -419,15 +521,20 @@ def main() -> None:
                               "path_in_wheel": "tflite_micro/python/tflite_micro/sine_float.tflite",
                               "license": "Apache-2.0"}, FAMILIES["sine-float"], "float32", inputs, X_test, y_test)
     sine_entry["installed"] = {"module": "tflite_micro", "path": "python/tflite_micro/sine_float.tflite",
-                               "note": "not copied: the test extra installs tflite-micro, so tests find it there"}
+                               "note": "not copied: the test extra installs tflite-micro, so tests find it there",
+                               "bytes": sine.stat().st_size}
     entries.append(sine_entry)
 
-    imu_entry, imu_line = imu_int8_entry(imu_X, imu_y, classes, versions)
-    update_models_manifest(imu_entry)
+    imu_entry, imu_line = imu_int8_entry(imu_X, imu_y, classes, versions,
+                                         args.cache / "imu-activity-keras-float32.tflite")
+    if args.register:
+        update_models_manifest(imu_entry)
     seconds = round(time.monotonic() - started)
     manifest = dict(made_by="tools/make_zoo.py", versions=versions, python=sys.version.split()[0],
-                    seconds_to_make=seconds, inputs="inputs.npz", files=entries)
+                    seconds_to_make=seconds, inputs="inputs.npz", files=entries,
+                    models_entry=imu_entry)
     (ZOO / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_readme(manifest, imu_line, VENV_SECONDS)
     for e in entries:
         size = (ZOO / e["file"]).stat().st_size if "installed" not in e else sine.stat().st_size
         metric = f"accuracy {e['test_accuracy']:.3f}" if "test_accuracy" in e else (f"mse {e['test_mse']:.4f}" if "test_mse" in e else "")

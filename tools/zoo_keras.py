@@ -101,33 +101,42 @@ def digits_regression() -> keras.Model:
 
 
 class ImuFeatures(keras.layers.Layer):
-    """The shipped IMU backbone: per-channel mean, std, min, max of a (32, 6) window, standardised."""
+    """The shipped IMU backbone: per-channel mean, std, min, max of a (32, 6) window, standardised. Arranged
+    for int8 (the same values in exact arithmetic): deviations are scaled per channel to about [-1, 1] before
+    squaring, and each feature group is standardised before the concatenation, so that the per-tensor int8
+    scales are not set by the largest channel alone."""
 
-    def __init__(self, mu: np.ndarray, inv_sd: np.ndarray, **kw):
+    def __init__(self, mu: np.ndarray, inv_sd: np.ndarray, dev_scale: np.ndarray, **kw):
         super().__init__(**kw)
-        self.mu = keras.ops.convert_to_tensor(mu[None, :])
-        self.inv_sd = keras.ops.convert_to_tensor(inv_sd[None, :])
+        n = len(dev_scale)
+        mu, inv_sd = mu.reshape(4, 1, n), inv_sd.reshape(4, 1, n)
+        mu[1], inv_sd[1] = mu[1] * dev_scale, inv_sd[1] / dev_scale  # the std group is computed scaled
+        self.mu = [keras.ops.convert_to_tensor(m) for m in mu]
+        self.inv_sd = [keras.ops.convert_to_tensor(s) for s in inv_sd]
+        self.dev_scale = keras.ops.convert_to_tensor(dev_scale[None, None, :])
 
     def call(self, x):
         mean = keras.ops.mean(x, axis=1, keepdims=True)
-        centred = x - mean
-        std = keras.ops.sqrt(keras.ops.mean(centred * centred, axis=1))
-        raw = keras.ops.concatenate([keras.ops.squeeze(mean, 1), std, keras.ops.min(x, axis=1),
-                                     keras.ops.max(x, axis=1)], axis=1)
-        return (raw - self.mu) * self.inv_sd
+        dev = (x - mean) * self.dev_scale
+        groups = [keras.ops.squeeze(mean, 1), keras.ops.sqrt(keras.ops.mean(dev * dev, axis=1)),
+                  keras.ops.min(x, axis=1), keras.ops.max(x, axis=1)]
+        return keras.ops.concatenate([(g - m) * s for g, m, s in zip(groups, self.mu, self.inv_sd)], axis=1)
 
 
-def imu_int8(d: dict) -> bytes:
-    """The shipped imu-activity model with its own weights (read from the .onnx by make_zoo.py), full-integer
-    int8 with float input and output, calibrated on training windows."""
+def imu_int8(d: dict) -> tuple[bytes, bytes]:
+    """The shipped imu-activity model with its own weights (read from the .onnx by make_zoo.py): full-integer
+    int8 with float input and output, calibrated on training windows; and the same Keras model in float32,
+    which make_zoo.py checks against the shipped float file."""
     inp = keras.Input((32, 6), name="window")
-    h = ImuFeatures(d["imu_mu"], d["imu_inv_sd"])(inp)
+    X = d["imu_X_train"]
+    dev_scale = (1.0 / np.abs(X - X.mean(axis=1, keepdims=True)).max(axis=(0, 1))).astype(np.float32)
+    h = ImuFeatures(d["imu_mu"].copy(), d["imu_inv_sd"].copy(), dev_scale)(inp)
     h = keras.layers.Dense(32, activation="relu", name="fc0")(h)
     out = keras.layers.Dense(4, activation="softmax", name="fc1")(h)
     model = keras.Model(inp, out, name="imu_activity_int8")
     model.get_layer("fc0").set_weights([d["imu_fc0_W"].T, d["imu_fc0_b"]])
     model.get_layer("fc1").set_weights([d["imu_fc1_W"].T, d["imu_fc1_b"]])
-    return convert(model, "int8", d["imu_X_train"])
+    return convert(model, "int8", X), convert(model, "float32", X)
 
 
 def main(data_path: str, out_dir: str, models_dir: str) -> None:
@@ -153,7 +162,9 @@ def main(data_path: str, out_dir: str, models_dir: str) -> None:
         made[f"keras-digits-regression-{form}.tflite"] = convert(reg, form, Xd)
     for name, data in made.items():
         (out / name).write_bytes(data)
-    (models_out / "imu-activity-int8.tflite").write_bytes(imu_int8(d))
+    int8, float32 = imu_int8(d)
+    (models_out / "imu-activity-int8.tflite").write_bytes(int8)
+    (Path(data_path).parent / "imu-activity-keras-float32.tflite").write_bytes(float32)
     versions = {"tensorflow-cpu": tf.__version__, "keras": keras.__version__}
     (out / "keras_versions.json").write_text(json.dumps(versions))
     print(f"keras: wrote {len(made)} zoo files and imu-activity-int8.tflite with {versions}")

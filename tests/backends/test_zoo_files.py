@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
+from edgefdfa.formats.tflite import schema  # the flatbuffer schema: reads a file's ops and tensors as stored
+
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT runs the zoo's .tflite files")
 ort = pytest.importorskip("onnxruntime")
 
@@ -94,18 +96,27 @@ def test_classifier_outputs_mean_something(entry):
 
 # --- forms: what the file holds, read from the file itself ---
 
+OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
 def tflite_view(path: Path):
-    """(tensors by index, the file's ops, FULLY_CONNECTED weights as stored: through a DEQUANTIZE if any)."""
-    it = interpreter(path)
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]  # XNNPACK's, not the file's
+    """The file's own graph, read from its flatbuffer: (interpreter, tensors by index with numpy dtype and
+    shape, ops with names, each FULLY_CONNECTED with its weight tensor as stored: through a DEQUANTIZE if any)."""
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    dtype = lambda t: np.dtype(TYPE_NAMES[t]) if TYPE_NAMES[t] in np.sctypeDict else TYPE_NAMES[t]  # noqa: E731
+    tensors = {i: dict(dtype=dtype(t.type), shape=np.asarray(t.shape)) for i, t in enumerate(graph.tensors)}
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    ops = [dict(op_name=OP_NAMES[codes[op.opcodeIndex]], inputs=list(op.inputs), outputs=list(op.outputs))
+           for op in graph.operators]
     producer = {o: op for op in ops for o in op["outputs"]}
 
     def stored(i):
         op = producer.get(i)
         return tensors[op["inputs"][0]] if op is not None and op["op_name"] == "DEQUANTIZE" else tensors[i]
     fcs = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
-    return it, tensors, ops, [(op, stored(op["inputs"][1])) for op in fcs]
+    return interpreter(path), tensors, ops, [(op, stored(op["inputs"][1])) for op in fcs]
 
 
 def check_tflite_form(path: Path, form: str) -> None:
@@ -205,3 +216,15 @@ def test_head_described_matches_the_file(entry):
     """The manifest's 'dense A-B' layers, as a person reads them, are the file's dense weights."""
     described = [tuple(sorted(map(int, m))) for m in re.findall(r"dense (\d+)-(\d+)", entry["head"]["layers"])]
     assert described and dense_shapes(file_of(entry))[-len(described):] == described
+
+
+def test_shipped_int8_imu_model_is_full_integer_and_classifies():
+    """models/imu-activity-int8.tflite (made by make_zoo.py): int8 inside, float I/O, and it agrees with the
+    shipped float file on the reference windows, which it mostly classifies right."""
+    models = ZOO.parents[1] / "models"
+    path = models / MANIFEST["models_entry"]["files"][0]
+    check_tflite_form(path, "int8")
+    X = INPUTS["imu_window"]
+    q, f = run(path, X), run(models / "imu-activity.tflite", X)
+    assert np.mean(q.argmax(1) == INPUTS["imu_labels"]) >= 0.75
+    assert np.mean(q.argmax(1) == f.argmax(1)) >= 0.75
