@@ -3,7 +3,7 @@ bring. Keras nets converted by TensorFlow's own TFLite converter (float32, int8 
 dynamic range, float16), PyTorch nets exported by torch.onnx (dynamo with external data, TorchScript with
 BatchNorm1d and Dropout), ONNX files quantized by onnxruntime's own tools (QDQ, QOperator, dynamic), and
 real files copied out of public wheels. Also models/imu-activity-int8.tflite (full-integer int8 of the
-shipped IMU model, made from its own weights) and, with --register, its models/manifest.json entry.
+shipped IMU model, made from its own weights) and its models/manifest.json entry.
 
 TensorFlow and PyTorch live in their own venvs under the cache dir (never a dependency of the project);
 tools/zoo_keras.py and tools/zoo_torch.py run inside them. Every file is then run by its bare interpreter
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,8 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from make_models import file_accuracy, held_out, imu_data  # noqa: E402  (same data pipeline as the shipped models)
+from make_models import held_out, imu_data  # noqa: E402  (same data pipeline as the shipped models)
 
-from edgefdfa.backends import tflite as tflite_backend  # noqa: E402
 from edgefdfa.datasets import load  # noqa: E402
 
 ZOO = ROOT / "tests" / "zoo"
@@ -393,9 +391,8 @@ project's shipped data (edgefdfa/data), so their outputs mean something.
 - tests/backends/test_zoo_files.py checks every file against this manifest without TensorFlow or PyTorch.
 
 Regenerate (files, manifest, this README and models/imu-activity-int8.tflite):
-`.venv/bin/python tools/make_zoo.py`; `--register` also writes the int8 IMU entry (kept in this manifest's
-`models_entry`) into models/manifest.json, which makes the shipped-model tests run on it: do that once the
-runtime loads int8 files. It makes its own venvs under `~/.cache/edgefdfa-zoo/`
+`.venv/bin/python tools/make_zoo.py`; it also writes the int8 IMU entry (kept in this manifest's
+`models_entry`) into models/manifest.json. It makes its own venvs under `~/.cache/edgefdfa-zoo/`
 (`--cache DIR`), which are never a dependency of the project. Every model file comes out byte-identical on every run.
 """
 
@@ -447,8 +444,7 @@ def write_readme(manifest: dict, imu_line: str, venv_seconds: str) -> None:
             "models/imu-activity.tflite within 1e-4) and converted full-integer int8 with float32 input and output. "
             "The std is computed on per-channel scaled deviations and each feature group is standardised before "
             "the concatenation: the same values in exact arithmetic, arranged so one int8 scale per tensor loses "
-            f"less. {imu_line}. Its models/manifest.json entry is `models_entry` in manifest.json here until "
-            "`--register` adds it there.\n")
+            f"less. {imu_line}. Its models/manifest.json entry is also `models_entry` in manifest.json here.\n")
     (ZOO / "README.md").write_text(text)
 
 
@@ -488,9 +484,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edgefdfa-zoo",
                         help="where the TensorFlow and PyTorch venvs live (default %(default)s)")
-    parser.add_argument("--register", action="store_true",
-                        help="also add imu-activity-int8 to models/manifest.json (the shipped-model tests then run "
-                             "on it: only once the runtime loads int8 files); it is in tests/zoo/manifest.json always")
     args = parser.parse_args()
     started = time.monotonic()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -527,8 +520,7 @@ def main() -> None:
 
     imu_entry, imu_line = imu_int8_entry(imu_X, imu_y, classes, versions,
                                          args.cache / "imu-activity-keras-float32.tflite")
-    if args.register:
-        update_models_manifest(imu_entry)
+    update_models_manifest(imu_entry)
     seconds = round(time.monotonic() - started)
     manifest = dict(made_by="tools/make_zoo.py", versions=versions, python=sys.version.split()[0],
                     seconds_to_make=seconds, inputs="inputs.npz", files=entries,

