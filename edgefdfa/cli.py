@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -110,28 +112,20 @@ def train(args: argparse.Namespace) -> int:
     if args.resume:
         run.resume(ckpt)
         skip = run.consumed if replayable else 0
-    sources: list = []
-
-    def on_signal(signum, frame):  # finish the current sample, then the final checkpoint
-        run.stop()
-        if sources:
-            sources[-1].close()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    stats = []
-    for _ in range(args.epochs if replayable else 1):
-        with open_source(args.data, n_features=n_features, rate=args.rate, reconnect=args.reconnect) as source:
-            print(f"edgefdfa: reading {args.data}", file=sys.stderr, flush=True)
-            sources.append(source)
-            skip = run.run(source, skip)
-            stats.append(source.stats)
-        if run.stopped:
-            break
-    if progress:
-        progress.close()
-    if ckpt:
-        run.save(ckpt)
+    with _signals_stop(run) as sources:
+        stats = []
+        for _ in range(args.epochs if replayable else 1):
+            with open_source(args.data, n_features=n_features, rate=args.rate, reconnect=args.reconnect) as source:
+                sources.append(source)
+                print(f"edgefdfa: reading {args.data}", file=sys.stderr, flush=True)
+                skip = run.run(source, skip)
+                stats.append(source.stats)
+            if run.stopped:
+                break
+        if progress:
+            progress.close()
+        if ckpt:
+            run.save(ckpt)
     summary = run.summary()
     summary["source"] = _source_summary(stats)
     summary["skipped"] += summary["source"]["skipped"]
@@ -149,6 +143,26 @@ def train(args: argparse.Namespace) -> int:
         summary["plot"] = args.plot
     _report(summary, args.json)
     return 0
+
+
+@contextlib.contextmanager
+def _signals_stop(run: Any) -> Iterator[list]:
+    """SIGINT and SIGTERM end `run` after its current sample, for as long as the block runs. The
+    handler only sets flags (a handler runs inside whatever the main thread was doing, maybe holding a
+    lock): the loop stops, the block closes the source and writes the final checkpoint."""
+    sources: list = []  # the block appends each source it opens
+
+    def on_signal(signum, frame):
+        run.stop()
+        if sources:
+            sources[-1].request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield sources
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _source_summary(stats: list) -> dict:

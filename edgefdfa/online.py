@@ -212,7 +212,8 @@ class OnlineRun:
         """Model, learner, stream position, window and pending labels, atomically."""
         arrays, meta = self.model.state()
         run_meta: dict[str, Any] = {"consumed": self.consumed, "events": self.events, "base_lr": self._base_lr,
-                                    "boost_left": self._boost_left}
+                                    "lr": self.learner.optimizer.lr, "boost_left": self._boost_left,
+                                    "drift": self.drift.state()}
         delay_arrays, run_meta["delay"] = self.delayed.state()
         arrays.update({f"run.delay.{k}": v for k, v in delay_arrays.items()})
         if self.window is not None:
@@ -233,6 +234,8 @@ class OnlineRun:
             raise ConfigError(f"{path} is a model checkpoint without a run to resume")
         self.consumed, self.events = run["consumed"], run["events"]
         self._base_lr, self._boost_left = run["base_lr"], run["boost_left"]
+        self.learner.optimizer.set_lr(run["lr"])  # boosted if the run stopped inside a boost
+        self.drift.load_state(run["drift"])
         self.delayed.load_state({"x": arrays["run.delay.x"]}, run["delay"])
         if self.window is not None and "window" in run:
             self.window.load_state({"ring": arrays["run.window.ring"]}, run["window"])
