@@ -2,7 +2,8 @@
 
     edgefdfa demo [--out DIR] [--json]
     edgefdfa train MODEL --data SOURCE [--rule R] [--loss L] [--head N] [--window L --hop H] [--delay D]
-                   [--epochs E] [--checkpoint FILE] [--resume] [--out DIR] [--json] [--plot FILE]
+                   [--epochs E] [--range-guard skip|clip|off] [--checkpoint FILE] [--resume] [--out DIR]
+                   [--json] [--plot FILE]
     edgefdfa info MODEL [--head N]
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
     edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--encoding f32|f16|int8|sparse] [--key FILE] [--verify]
@@ -104,7 +105,8 @@ def train(args: argparse.Namespace) -> int:
         n_features = model.sample_shape[1]
         window = Window(args.window, args.hop or args.window, n_features)
     progress = None if args.json else Progress(f"train {Path(args.model).name}")
-    config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift)
+    config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift,
+                       range_guard=args.range_guard, range_margin=args.range_margin)
     norm = RunningNorm(window.n_channels if window else n_features) if args.normalize else None
     run = OnlineRun(model, config, window, progress=progress, norm=norm)
     replayable = Path(args.data).suffix.lower() in (".csv", ".npz")
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="replay a file at this many samples per second")
     p.add_argument("--reconnect", action="store_true", help="wait for a lost serial device to come back")
     p.add_argument("--drift", default="report", choices=("report", "boost-lr", "reset-feedback"))
+    p.add_argument("--range-guard", default="skip", choices=("skip", "clip", "off"),
+                   help="a sample far outside each feature's learned range is skipped (default), clipped, or let through")
+    p.add_argument("--range-margin", type=float, default=3.0, metavar="SPANS",
+                   help="how far outside the learned range, in spans of it, a value may be (default %(default)s)")
     p.add_argument("--checkpoint", metavar="FILE", help="periodic and final checkpoints (default: DIR/checkpoint.npz)")
     p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="S", help="seconds between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue exactly from the checkpoint")
