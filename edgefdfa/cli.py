@@ -2,7 +2,8 @@
 
     edgefdfa demo [--out DIR] [--json]
     edgefdfa train MODEL --data SOURCE [--rule R] [--loss L] [--head N] [--window L --hop H] [--delay D]
-                   [--epochs E] [--checkpoint FILE] [--resume] [--out DIR] [--json] [--plot FILE]
+                   [--epochs E] [--range-guard skip|clip|off] [--checkpoint FILE] [--resume] [--out DIR]
+                   [--json] [--plot FILE]
     edgefdfa info MODEL [--head N]
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
     edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--encoding f32|f16|int8|sparse] [--key FILE] [--verify]
@@ -12,12 +13,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -104,7 +107,8 @@ def train(args: argparse.Namespace) -> int:
         n_features = model.sample_shape[1]
         window = Window(args.window, args.hop or args.window, n_features)
     progress = None if args.json else Progress(f"train {Path(args.model).name}")
-    config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift)
+    config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift,
+                       range_guard=args.range_guard, range_margin=args.range_margin)
     norm = RunningNorm(window.n_channels if window else n_features) if args.normalize else None
     run = OnlineRun(model, config, window, progress=progress, norm=norm)
     replayable = Path(args.data).suffix.lower() in (".csv", ".npz")
@@ -112,28 +116,20 @@ def train(args: argparse.Namespace) -> int:
     if args.resume:
         run.resume(ckpt)
         skip = run.consumed if replayable else 0
-    sources: list = []
-
-    def on_signal(signum, frame):  # finish the current sample, then the final checkpoint
-        run.stop()
-        if sources:
-            sources[-1].close()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    stats = []
-    for _ in range(args.epochs if replayable else 1):
-        with open_source(args.data, n_features=n_features, rate=args.rate, reconnect=args.reconnect) as source:
-            print(f"edgefdfa: reading {args.data}", file=sys.stderr, flush=True)
-            sources.append(source)
-            skip = run.run(source, skip)
-            stats.append(source.stats)
-        if run.stopped:
-            break
-    if progress:
-        progress.close()
-    if ckpt:
-        run.save(ckpt)
+    with _signals_stop(run) as sources:
+        stats = []
+        for _ in range(args.epochs if replayable else 1):
+            with open_source(args.data, n_features=n_features, rate=args.rate, reconnect=args.reconnect) as source:
+                sources.append(source)
+                print(f"edgefdfa: reading {args.data}", file=sys.stderr, flush=True)
+                skip = run.run(source, skip)
+                stats.append(source.stats)
+            if run.stopped:
+                break
+        if progress:
+            progress.close()
+        if ckpt:
+            run.save(ckpt)
     summary = run.summary()
     summary["source"] = _source_summary(stats)
     summary["skipped"] += summary["source"]["skipped"]
@@ -151,6 +147,26 @@ def train(args: argparse.Namespace) -> int:
         summary["plot"] = args.plot
     _report(summary, args.json)
     return 0
+
+
+@contextlib.contextmanager
+def _signals_stop(run: Any) -> Iterator[list]:
+    """SIGINT and SIGTERM end `run` after its current sample, for as long as the block runs. The
+    handler only sets flags (a handler runs inside whatever the main thread was doing, maybe holding a
+    lock): the loop stops, the block closes the source and writes the final checkpoint."""
+    sources: list = []  # the block appends each source it opens
+
+    def on_signal(signum, frame):
+        run.stop()
+        if sources:
+            sources[-1].request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield sources
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _source_summary(stats: list) -> dict:
@@ -269,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="replay a file at this many samples per second")
     p.add_argument("--reconnect", action="store_true", help="wait for a lost serial device to come back")
     p.add_argument("--drift", default="report", choices=("report", "boost-lr", "reset-feedback"))
+    p.add_argument("--range-guard", default="skip", choices=("skip", "clip", "off"),
+                   help="a sample far outside each feature's learned range is skipped (default), clipped, or let through")
+    p.add_argument("--range-margin", type=float, default=3.0, metavar="SPANS",
+                   help="how far outside the learned range, in spans of it, a value may be (default %(default)s)")
     p.add_argument("--checkpoint", metavar="FILE", help="periodic and final checkpoints (default: DIR/checkpoint.npz)")
     p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="S", help="seconds between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue exactly from the checkpoint")

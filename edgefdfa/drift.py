@@ -7,6 +7,8 @@ loss has gone up and stayed up. After a signal the detector starts afresh.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PageHinkley:
     """Detects an increase in the mean of a stream. `min_samples` guards the start-up."""
@@ -32,3 +34,12 @@ class PageHinkley:
             self.reset()
             return True
         return False
+
+    def state(self) -> dict[str, float]:
+        """What `update` has accumulated, JSON-able (floats round-trip exactly)."""
+        return {"n": self.n, "mean": self.mean, "cumulative": self.cumulative, "minimum": self.minimum}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back `state()`; the settings stay this detector's."""
+        self.n, self.mean = int(state["n"]), float(state["mean"])
+        self.cumulative, self.minimum = float(state["cumulative"]), float(state["minimum"])

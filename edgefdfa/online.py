@@ -21,6 +21,7 @@ from .drift import PageHinkley
 from .errors import BadSampleError, ConfigError, DivergedError
 from .learner import Learner
 from .metrics import Prequential
+from .range_guard import RangeGuard
 from .model import EdgeModel
 from .stream import DelayedLabels, RunningNorm, Sample, Window
 
@@ -39,6 +40,14 @@ class RunConfig:
     boost: float = 3.0  # boost-lr: multiply the learning rate by this ...
     boost_samples: int = 300  # ... for this many learned samples
     history_every: int = 5  # one point of the accuracy/loss history every N scored samples
+    range_guard: str = "skip"  # skip | clip | off: a sample far outside the learned range (range_guard.py)
+    range_margin: float = 3.0  # ... beyond this many spans of a feature's range
+    range_warmup: int = 50  # ... judged after this many samples
+
+
+def _finite(a: np.ndarray) -> bool:
+    """One float64 sum is finite exactly when every float32 value is."""
+    return math.isfinite(np.add.reduce(a, axis=None, dtype=np.float64))
 
 
 class OnlineRun:
@@ -57,6 +66,8 @@ class OnlineRun:
         self.metrics = Prequential(self.classification, config.rolling)
         self.delayed = DelayedLabels(config.delay, self.learner.n_inputs)
         self.drift = PageHinkley()
+        n_raw = window.n_channels if window is not None else int(np.prod([d or 1 for d in self.sample_shape]))
+        self.range = RangeGuard(n_raw, config.range_guard, config.range_margin, config.range_warmup)
         self.consumed = 0  # source samples taken from the stream, across passes (the resume position)
         self.events: list[dict] = []  # drift points and refused (diverged) steps
         self.skipped_by: dict[str, int] = {}  # samples the loop refused, by reason (the source counts its own)
@@ -95,7 +106,10 @@ class OnlineRun:
         if sample.y is not None and not self._label_ok(sample.y):  # e.g. a class the model does not have
             self._skip("label outside the classes")
             return
-        x = sample.x
+        x = self.range.check(sample.x.reshape(-1))  # before the norm: a 1e20 would wreck its statistics too
+        if x is None:
+            self._skip("out of range")
+            return
         if self.norm is not None:  # running per-channel standardisation, statistics first
             self.norm.update(x)
             x = self.norm.normalize(x, out=self._step)
@@ -109,6 +123,9 @@ class OnlineRun:
         try:
             out, features = self._observe(x)
         except BadSampleError:
+            self._skip("bad input")
+            return
+        if not _finite(features):  # the backbone overflowed (e.g. a std of 1e20s): nothing to learn from
             self._skip("bad input")
             return
         if y is not None:  # test: score the prediction made before any learning on this sample
@@ -143,7 +160,11 @@ class OnlineRun:
     def _learn(self, features: np.ndarray, y: Any) -> None:
         try:
             self.learner.learn_one(features, y)
-        except DivergedError as exc:  # the step was not applied: the learner is as it was
+        except BadSampleError:  # refused by the learner: nothing was applied
+            self._skip("bad input")
+            return
+        except DivergedError as exc:  # the step would have left non-finite weights: not applied
+            self._skip("diverged")
             self._event("diverged", f"sample {self.consumed}: {exc}")
             return
         if self._boost_left:
@@ -186,12 +207,15 @@ class OnlineRun:
         """Model, learner, stream position, window and pending labels, atomically."""
         arrays, meta = self.model.state()
         run_meta: dict[str, Any] = {"consumed": self.consumed, "events": self.events, "base_lr": self._base_lr,
-                                    "boost_left": self._boost_left}
+                                    "lr": self.learner.optimizer.lr, "boost_left": self._boost_left,
+                                    "drift": self.drift.state()}
         delay_arrays, run_meta["delay"] = self.delayed.state()
         arrays.update({f"run.delay.{k}": v for k, v in delay_arrays.items()})
         if self.window is not None:
             window_arrays, run_meta["window"] = self.window.state()
             arrays.update({f"run.window.{k}": v for k, v in window_arrays.items()})
+        range_arrays, run_meta["range"] = self.range.state()
+        arrays.update({f"run.range.{k}": v for k, v in range_arrays.items()})
         if self.norm is not None:
             norm_arrays, run_meta["norm"] = self.norm.state()
             arrays.update({f"run.norm.{k}": v for k, v in norm_arrays.items()})
@@ -207,6 +231,9 @@ class OnlineRun:
             raise ConfigError(f"{path} is a model checkpoint without a run to resume")
         self.consumed, self.events = run["consumed"], run["events"]
         self._base_lr, self._boost_left = run["base_lr"], run["boost_left"]
+        self.learner.optimizer.set_lr(run["lr"])  # boosted if the run stopped inside a boost
+        self.drift.load_state(run["drift"])
+        self.range.load_state({"lo": arrays["run.range.lo"], "hi": arrays["run.range.hi"]}, run["range"])
         self.delayed.load_state({"x": arrays["run.delay.x"]}, run["delay"])
         if self.window is not None and "window" in run:
             self.window.load_state({"ring": arrays["run.window.ring"]}, run["window"])

@@ -43,7 +43,7 @@ class Replay(Source):
         start = time.monotonic()
         for i, sample in enumerate(self._records()):
             wait = start + i * period - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
+            if wait > 0 and self._wait(wait):
                 return
             sample.t = time.monotonic()
             yield sample

@@ -108,12 +108,12 @@ class SerialSource(Source):
             self._port_lock.release()
 
     def _samples(self) -> Iterator[Sample]:
-        while not self._stop.is_set():
+        while not self._stopping():
             try:
                 port = self._port
                 chunk = port.read(port.in_waiting or 1)
             except (pyserial.SerialException, OSError) as e:
-                if self._stop.is_set() or not self._come_back(f"device lost: {e}"):
+                if self._stopping() or not self._come_back(f"device lost: {e}"):
                     return
                 continue
             yield from self._decoder.feed(chunk)
@@ -126,7 +126,7 @@ class SerialSource(Source):
             return False
         give_up = time.monotonic() + self.reconnect_timeout
         delay = BACKOFF_FIRST
-        while not self._stop.wait(delay):  # close() during the wait ends the iteration, not lost
+        while not self._wait(delay):  # close() during the wait ends the iteration, not lost
             try:
                 self._open()
             except SourceError as e:

@@ -26,6 +26,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
+_POLL = 0.05  # s: the longest a wait goes without looking at request_stop()
+
 Label = int | float | None  # class index, float target, or None for an unlabeled sample
 
 
@@ -75,8 +77,9 @@ class Source:
 
     Subclasses provide `_samples()` (a generator of good samples) and `_release()` (idempotent:
     close the file or port), and `_interrupt()` if a read can block. `close()` may be called from
-    another thread or a signal handler: it sets a flag and wakes a blocked read; the iterating
-    thread then stops at its next step and releases the resource itself.
+    another thread: it sets a flag and wakes a blocked read; the iterating thread then stops at its
+    next step and releases the resource itself. A signal handler calls `request_stop()` instead, which
+    only sets a flag: a handler runs in the interrupted thread, maybe inside a lock close() would take.
     """
 
     def __init__(self, n_features: int, max_reports: int = 5) -> None:
@@ -87,6 +90,7 @@ class Source:
         self.n_features = n_features
         self.stats = Stats(max_reports)
         self._stop = threading.Event()
+        self._stop_requested = False  # set by request_stop(), seen by every wait within _POLL seconds
         self._lock = threading.Lock()  # held while a thread runs the generator
         self._it = self._samples()
 
@@ -100,7 +104,7 @@ class Source:
 
     def __next__(self) -> Sample:
         with self._lock:
-            if self._stop.is_set():
+            if self._stopping():
                 self._release()
                 raise StopIteration
             try:
@@ -111,8 +115,13 @@ class Source:
             self.stats.read += 1
             return sample
 
+    def request_stop(self) -> None:
+        """End the iteration at its next step (within _POLL seconds of a wait). Only sets a flag, so it
+        is the one call that is safe from a signal handler; the iterating thread closes the source."""
+        self._stop_requested = True
+
     def close(self) -> None:
-        """Stop the iteration and release the file or port; safe from another thread or a signal handler."""
+        """Stop the iteration and release the file or port; safe from another thread (not a signal handler)."""
         self._stop.set()
         self._interrupt()
         if self._lock.acquire(blocking=False):  # nobody is iterating: release now
@@ -126,6 +135,19 @@ class Source:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _stopping(self) -> bool:
+        return self._stop_requested or self._stop.is_set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds`, in slices of _POLL so that request_stop() is seen; True (at once) if stopping."""
+        end = time.monotonic() + seconds
+        while not self._stopping():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self._stop.wait(min(left, _POLL))
+        return True
 
     def _samples(self) -> Iterator[Sample]:
         raise NotImplementedError

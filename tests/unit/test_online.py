@@ -71,3 +71,22 @@ def test_adapting_beats_frozen_after_a_shift():
         run.run(stream(1000, seed=2, shift_at=200))
         scores[learn] = run.metrics.rolling_score.mean  # the last 200 samples, all after the flip
     assert scores[True] > scores[False] + 0.3, scores
+
+
+def test_a_sample_the_backbone_overflows_on_is_skipped_as_bad_not_a_crash():
+    """Issue 11 item 4: 1e20s make the IMU backbone's std overflow; the run counts it and goes on."""
+    from pathlib import Path
+
+    from edgefdfa.datasets import load
+    from edgefdfa.model import load as load_model
+    from edgefdfa.stream import Window
+
+    ds = load("basicmotions")
+    steps = [Sample(s[:, t].astype(np.float32), int(y), 0.0) for s, y in zip(ds.X_test[:3], ds.y_test[:3])
+             for t in range(100)]
+    steps.insert(150, Sample(np.full(6, 1e20, np.float32), steps[149].y, 0.0))
+    model = load_model(Path(__file__).resolve().parents[2] / "models" / "imu-activity.onnx")
+    run = OnlineRun(model, RunConfig(range_guard="off"), Window(32, 8, 6))  # the guard would skip it first
+    run.run(steps)
+    assert run.skipped_by == {"bad input": 4}  # the four windows that hold the row
+    assert run.consumed == len(steps) and np.isfinite(model.learner.net.params).all()
