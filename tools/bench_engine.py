@@ -14,7 +14,8 @@ NumPy/BLAS calls one fdfa step makes (input copy and finiteness check, draws, fo
 tangents, softmax error in Python floats, hidden errors, feedback update, fused SGD) on
 preallocated arrays, from one flat Python function with every array bound in advance: no learner,
 no checks, no Python structure. It is what the calls themselves cost; the engine's distance
-from it is the cost of its Python structure. Everything runs on one thread (BLAS and torch pinned).
+from it is the cost of its Python structure. "guard" is the part of fdfa's step that keeps a
+diverging step from being applied (DivergedError): its checks alone, timed the same way. Everything runs on one thread (BLAS and torch pinned).
 
 Timing: all implementations of a network run in one process, taking turns in blocks of BLOCK
 steps, so that drift of a shared machine hits them alike and the ratios hold; medians per step.
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # the launcher itself never imports numpy: see the docstring
     import numpy as np
 
 NETS = {"64-128-10": ("digits", [64, 128, 10]), "784-256-256-10": ("mnist5k", [784, 256, 256, 10])}
-IMPLS = ("fdfa", "dfa", "bp", "torch-bp", "bound", "floor")
+IMPLS = ("fdfa", "dfa", "bp", "torch-bp", "bound", "floor", "guard")
 TARGETS = [  # (description, net, measure, threshold): fdfa's speedup must reach it, its x_bound stay under it
     ("fdfa >= 10x faster than torch BP", "64-128-10", "speedup_vs_torch", 10.0),
     ("fdfa >= 5x faster than torch BP", "784-256-256-10", "speedup_vs_torch", 5.0),
@@ -212,6 +213,25 @@ def floor_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
     return step
 
 
+def guard_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
+    """What refusing a diverging fdfa step costs a sound one (Learner._refuse, included in fdfa's time):
+    the random stream's state kept, |gradient|^2 from the deltas and activities, the feedback
+    change's bound, on a learner's buffers after a real step."""
+    import math
+
+    import edgefdfa
+
+    learner = edgefdfa.MLP(sizes, rule="fdfa", loss="ce", optimizer="sgd", lr=0.01, alpha=0.003, seed=0)
+    learner.learn_one(X[0], int(y[0]))
+    bt, net, rule, bits = learner.workspace.batch(1), learner.net, learner.rule, learner.rng.bit_generator
+
+    def step(i: int) -> bool:
+        state = bits.state
+        return math.isfinite(net.step_sumsq(bt)) and rule.pending_sumsq(bt) < 1e30 and state is not None
+
+    return step
+
+
 def make_step(impl: str, sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
     if impl == "torch-bp":
         return torch_step(sizes, X, y)
@@ -219,6 +239,8 @@ def make_step(impl: str, sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step
         return bound_step(sizes)
     if impl == "floor":
         return floor_step(sizes, X, y)
+    if impl == "guard":
+        return guard_step(sizes, X, y)
     return engine_step(impl, sizes, X, y)
 
 
