@@ -13,11 +13,14 @@ from typing import BinaryIO, Iterator
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Yield a binary file in `path`'s folder; on success fsync it and rename it over `path`.
 
+    The new file gets the mode the file it replaces had, or that open() would give a new one
+    (0666 less the umask); mkstemp's own 0600 would lock other users out of an exported model.
     On any error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -28,6 +31,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits for a file written at `path`: the existing file's, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back, once, at import)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def _fsync_dir(folder: Path) -> None:
