@@ -4,10 +4,7 @@ as a user runs it: load -> the same outputs as the bare interpreter -> learn shi
 stream -> export in the file's own form -> the exported file runs in its interpreter (and, for
 .tflite, in TensorFlow Lite for Microcontrollers) and agrees with the runtime's float head."""
 
-import importlib.util
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +16,8 @@ from edgefdfa.datasets import load
 from edgefdfa.export import export
 from edgefdfa.formats import onnx as onnx_format
 from edgefdfa.formats import tflite as tflite_format
+from zoo_files import MANIFEST, ZOO, file_of  # tests/backends is on sys.path (pytest's prepend mode)
 
-ZOO = Path(__file__).resolve().parents[2] / "tests" / "zoo"
-MANIFEST = json.loads((ZOO / "manifest.json").read_text())
 ENTRIES = MANIFEST["files"]
 INPUTS = np.load(ZOO / "inputs.npz")
 SESSIONS = {"onnx": onnx_backend.Session, "tflite": tflite_backend.Session}
@@ -50,16 +46,6 @@ def stream(key: str) -> tuple[np.ndarray, np.ndarray] | None:
         return None  # no audio data set ships for the wake-word model's features
     order = np.random.default_rng(0).permutation(len(X))
     return X[order].astype(np.float32), y[order]
-
-
-def file_of(entry: dict) -> Path:
-    """The zoo's copy, or for an `installed` entry the file inside that installed package."""
-    if "installed" not in entry:
-        return ZOO / entry["file"]
-    spec = importlib.util.find_spec(entry["installed"]["module"])
-    if spec is None:
-        pytest.skip(f"{entry['installed']['module']} is not installed: it ships {entry['file']}")
-    return Path(spec.origin).parent / entry["installed"]["path"]
 
 
 def real_outputs(entry: dict, values: np.ndarray) -> np.ndarray:

@@ -4,8 +4,6 @@ reproduces its recorded outputs on the shipped inputs; each is the form it claim
 tensors, float16 files dequantize float16 weights, ...), and its head as described matches its dense weights.
 No TensorFlow or PyTorch is needed: the files and their inputs are shipped."""
 
-import importlib.util
-import json
 import re
 from pathlib import Path
 
@@ -14,26 +12,13 @@ import onnx
 import pytest
 
 from edgefdfa.formats.tflite import schema  # the flatbuffer schema: reads a file's ops and tensors as stored
+from zoo_files import MANIFEST, ZOO, file_of  # tests/backends is on sys.path (pytest's prepend mode)
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT runs the zoo's .tflite files")
 ort = pytest.importorskip("onnxruntime")
 
-ZOO = Path(__file__).resolve().parents[1] / "zoo"
-MANIFEST = json.loads((ZOO / "manifest.json").read_text())
 INPUTS = dict(np.load(ZOO / MANIFEST["inputs"]))
 DENSE_ONNX = {"Gemm", "MatMul", "QGemm", "QLinearMatMul", "MatMulInteger"}
-
-
-def file_of(entry: dict) -> Path:
-    """The zoo's copy, or for an `installed` entry the file inside that installed package."""
-    if "installed" not in entry:
-        return ZOO / entry["file"]
-    spec = importlib.util.find_spec(entry["installed"]["module"])
-    if spec is None:
-        pytest.skip(f"{entry['installed']['module']} is not installed: it ships {entry['file']}")
-    return Path(spec.origin).parent / entry["installed"]["path"]
-
-
 ONNX_FILES = [e for e in MANIFEST["files"] if e["format"] == "onnx"]
 CLASSIFIERS = [e for e in MANIFEST["files"] if e["head"]["loss"] == "ce" and e["data"]["inputs_key"] != "wakeword_features"]
 
