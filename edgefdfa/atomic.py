@@ -1,9 +1,14 @@
-"""Atomic file replacement: a reader sees the old file or the whole new one, never half of one."""
+"""Atomic file replacement: a reader sees the old file or the whole new one, never half of one.
+
+A write killed before its rename leaves its temporary file (`.NAME.XXXXXXXX.tmp` beside NAME);
+`remove_leftovers(NAME)` deletes those, for the owner of NAME to call when it starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -16,7 +21,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     On any error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -28,6 +33,26 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writes of `path` left beside it; the ones deleted."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(_SUFFIX))
+    try:
+        names = os.listdir(path.parent)
+    except OSError:  # no folder yet: nothing was left there
+        return []
+    removed = []
+    for name in names:
+        if pattern.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+                removed.append(path.parent / name)
+    return removed
+
+
+_SUFFIX = ".tmp"
 
 
 def _fsync_dir(folder: Path) -> None:
