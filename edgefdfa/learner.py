@@ -90,6 +90,9 @@ MAX_CHECKPOINT_BATCH = 4096  # the most rows a checkpoint's learner may size its
 
 def _check_sizes(arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
     """A checkpoint's layer widths: ints, matching its parameter array, and a bounded batch size."""
+    missing = {f.name for f in dataclasses.fields(LearnerConfig)} - set(config)
+    if missing:
+        raise CheckpointError(f"has no config {', '.join(map(repr, sorted(missing)))}")
     sizes = checkpoint.field(config, "sizes", list, "config ")
     if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise CheckpointError(f"has config 'sizes' = {sizes!r:.60}, not two or more positive ints")
@@ -268,7 +271,7 @@ class Learner:
                 config = LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
                 learner = cls(config)
             except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"does not hold a consistent learner: {exc}") from None
+                raise CheckpointError(f"has a config that makes no learner: {exc}") from None
             learner.load_state(arrays, meta)
         return learner
 

@@ -245,9 +245,9 @@ class OnlineRun:
         """Put back the stream state `save` wrote (the model itself comes from load_checkpoint), every
         part checked first; a missing or mismatched part is a CheckpointError naming it and the file."""
         arrays, meta = checkpoint.load(path)
-        if "run" not in meta:
-            raise ConfigError(f"{path} is a model checkpoint without a run to resume")
         with checkpoint.named(path):
+            if "run" not in meta:
+                raise checkpoint.CheckpointError("holds a model without a run to resume")
             run = checkpoint.field(meta, "run", dict)
             consumed = checkpoint.number(run, "consumed", lo=0, where="run ")
             events = _events(checkpoint.field(run, "events", list, "run "))
@@ -256,9 +256,9 @@ class OnlineRun:
             self.drift.load_state(checkpoint.field(run, "drift", dict, "run "))
             self.range.load_state(_section(arrays, "run.range."), checkpoint.field(run, "range", dict, "run "))
             self.delayed.load_state(_section(arrays, "run.delay."), checkpoint.field(run, "delay", dict, "run "))
-            if self.window is not None and "window" in run:
+            if self.window is not None:  # a run with a window resumes only from one that had a window
                 self.window.load_state(_section(arrays, "run.window."), checkpoint.field(run, "window", dict, "run "))
-            if self.norm is not None and "norm" in run:
+            if self.norm is not None:
                 self.norm.load_state(_section(arrays, "run.norm."), checkpoint.field(run, "norm", dict, "run "))
         self.consumed, self.events, self._base_lr, self._boost_left = consumed, events, base_lr, boost_left
         self.learner.optimizer.set_lr(lr)  # boosted if the run stopped inside a boost
