@@ -109,12 +109,15 @@ def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
     with checkpoint.named(path):
         m = _model_section(arrays, meta)
         source = arrays["model.source"].tobytes()
-        split = format_module(m["format"]).split(source, m["head"], m["name"])
-        shapes = [layer.W.shape for layer in split.head]
-        if shapes != [W.shape for W in learner.net.W]:
-            raise CheckpointError(f"has a learner of layers {[W.shape for W in learner.net.W]}, but the head of "
-                                  f"its {m['name']} has {shapes}")
-    return EdgeModel(source, m["format"], m["name"], split, learner, m["threads"], m["storage"], m["sha256"])
+        try:
+            split = format_module(m["format"]).split(source, m["head"], m["name"])
+            shapes = [layer.W.shape for layer in split.head]
+            if shapes != [W.shape for W in learner.net.W]:
+                raise CheckpointError(f"has a learner of layers {[W.shape for W in learner.net.W]}, but the head "
+                                      f"of its {m['name']} has {shapes}")
+            return EdgeModel(source, m["format"], m["name"], split, learner, m["threads"], m["storage"], m["sha256"])
+        except BadModelError as exc:
+            raise CheckpointError(f"holds a model file that does not load: {exc}") from None
 
 
 def _model_section(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
