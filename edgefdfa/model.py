@@ -66,13 +66,12 @@ def load(path: str | os.PathLike, head: int | None = None, *, rule: str = "fdfa"
 
 
 def fingerprint(path: str | os.PathLike, storage: dict) -> str:
-    """SHA-256 (hex) of a model file's bytes followed by those of each external data file `storage`
-    names (format read()'s second result): what the file is, wherever it is."""
+    """SHA-256 (hex) over the SHA-256s of a model file's bytes and of each external data file `storage`
+    names (format read()'s second result): what the file holds, whatever it is called."""
     path = Path(path)
     locations = storage.get("external_data", [])
     digest = hashlib.sha256()
     for file in [path] + [path.parent / loc for loc in ([locations] if isinstance(locations, str) else locations)]:
-        digest.update(file.name.encode() + b"\0")
         try:
             with open(file, "rb") as f:
                 digest.update(hashlib.file_digest(f, "sha256").digest())

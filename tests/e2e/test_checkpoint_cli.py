@@ -62,7 +62,7 @@ def test_resuming_a_model_from_another_models_checkpoint_is_refused_naming_both(
     assert checkpoint.load(digits_checkpoint)[1]["model"]["name"] == "digits.onnx"  # left as it was
 
 
-def test_the_same_model_resumes_and_another_file_of_the_same_name_does_not(tmp_path, digits_checkpoint):
+def test_the_same_model_resumes_and_a_renamed_or_another_file_does_not(tmp_path, digits_checkpoint):
     folder = tmp_path / "m"
     folder.mkdir()
     shutil.copy(MODELS / "digits.onnx", folder / "digits.onnx")
@@ -71,6 +71,9 @@ def test_the_same_model_resumes_and_another_file_of_the_same_name_does_not(tmp_p
     shutil.copy(digits_checkpoint, ckpt)
     done = cli("train", folder / "digits.onnx", "--data", data, "--resume", "--checkpoint", ckpt, "--json")
     assert done.returncode == 0, done.stderr  # a copy elsewhere is the same file
+    shutil.copy(MODELS / "digits.onnx", folder / "digits-2.onnx")
+    done = cli("train", folder / "digits-2.onnx", "--data", data, "--resume", "--checkpoint", ckpt, "--json")
+    assert done.returncode == 2 and "is of digits.onnx (sha256" in done.stderr and "not of digits-2.onnx" in done.stderr
     shutil.copy(ZOO / "torch-digits-mlp-matmul.onnx", folder / "digits.onnx")  # another file, the same name
     shutil.copy(ZOO / "torch-digits-mlp-matmul.onnx.data", folder / "torch-digits-mlp-matmul.onnx.data")
     done = cli("train", folder / "digits.onnx", "--data", data, "--resume", "--checkpoint", ckpt, "--json")
