@@ -203,6 +203,10 @@ class _Layer:
     bias: _Stored | None  # None: the file has no bias
 
 
+class _NotFinite(str):
+    """Why a FULLY_CONNECTED is no layer, when the reason is NaN or Inf in its weights: the file is refused."""
+
+
 @dataclass
 class _Run:
     """The trailing run of dense layers of subgraph 0, and why it stops where it does."""
@@ -211,6 +215,7 @@ class _Run:
     softmax: int | None  # index of the SOFTMAX after the last layer, if any
     stop: str  # "operator 3 (CONV_2D) is not a dense layer", "it starts at the model input"...
     dequantize: int | None = None  # index of a DEQUANTIZE (or requantizing QUANTIZE) of the int8 output, if any
+    fatal: bool = False  # the stop refuses the file (a dense layer with NaN or Inf weights), not only ends the head
 
     def operators(self, layers: list[_Layer]) -> set[int]:
         """The operators of a head of these (trailing) layers: the backbone is the file without them."""
@@ -284,7 +289,7 @@ def _trailing_run(model: schema.ModelT, name: str) -> _Run:
             return _Run(layers[::-1], softmax, "it starts at the model input", dequantize)
         layer = _layer(graph, i)
         if isinstance(layer, str):
-            return _Run(layers[::-1], softmax, layer, dequantize)
+            return _Run(layers[::-1], softmax, layer, dequantize, isinstance(layer, _NotFinite))
         layers.append(layer)
         t = _indices(graph.op(layer.fc).inputs)[0]
         if not graph.only_feeds_next(t) and t not in _indices(g.inputs):
@@ -357,7 +362,7 @@ def _fully_connected(graph: _Graph, i: int) -> _Layer | str:
     if form is None:
         return f"{where} computes in {_info(tensors[x]).dtype} with {weights.kind} weights, which is not supported"
     if not (np.isfinite(W).all() and (b is None or np.isfinite(b).all())):
-        return f"{where}: its weights or bias hold NaN or Inf"
+        return _NotFinite(f"{where}: its weights or bias hold NaN or Inf")
     b = np.zeros(W.shape[0], np.float32) if b is None else b.reshape(-1)
     dense = Dense(W=W, b=b, activation=_FUSED[options.fusedActivationFunction], where=where, form=form)
     return _Layer(i, None, dense, weights, stored_bias)
@@ -441,6 +446,8 @@ def _per_sample(tensor: schema.TensorT) -> int | None:
 def _head_layers(model: schema.ModelT, head: int | None, name: str) -> tuple[_Run, list[_Layer]]:
     """The run and its trailing `head` layers (all of them for None), or a BadModelError saying why not."""
     run = _trailing_run(model, name)
+    if run.fatal:  # a dense layer that cannot be computed: neither head nor backbone
+        raise BadModelError(f"{name}: {run.stop}")
     if not run.layers:
         raise BadModelError(f"{name}: nothing trainable at the end of subgraph 0: {run.stop}")
     if head is None:

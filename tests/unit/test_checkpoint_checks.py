@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import edgefdfa
@@ -322,8 +322,10 @@ def test_random_byte_damage_is_a_checkpoint_error_or_a_correct_load(tmp_path, go
     path.write_bytes(data)
     try:
         learner = resume(path)
-    except EdgeFDFAError:
+    except EdgeFDFAError as exc:
+        event(type(exc).__name__)
         return
+    event("loaded")
     assert finite_state(learner)
 
 
@@ -354,8 +356,10 @@ def test_random_metadata_damage_is_a_checkpoint_error_or_a_correct_load(tmp_path
         learner = edgefdfa.load_checkpoint(target)
         run = OnlineRun(learner, RunConfig(delay=2), norm=RunningNorm(5))
         run.resume(str(target))
-    except EdgeFDFAError:
+    except EdgeFDFAError as exc:
+        event(type(exc).__name__)
         return
+    event("loaded")
     rng = np.random.default_rng(1)
     run.run(Sample(rng.random(5, dtype=np.float32), int(rng.integers(0, 3)), 0.0) for _ in range(10))
     assert finite_state(learner)
