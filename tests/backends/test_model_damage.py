@@ -22,13 +22,14 @@ SHIPPED = ["digits.onnx", "digits.tflite", "imu-activity.onnx", "imu-activity.tf
 EXAMPLES = int(os.environ.get("EDGEFDFA_FUZZ_EXAMPLES", "150"))  # a longer run: EDGEFDFA_FUZZ_EXAMPLES=5000
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-damage = st.lists(st.tuples(st.sampled_from(["flip", "set", "cut", "splice", "insert", "delete"]), st.floats(0, 1),
+damage = st.lists(st.tuples(st.sampled_from(["flip", "set", "cut", "splice", "erase", "insert", "delete"]), st.floats(0, 1),
                             st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=6)
 
 
 def damaged(data: bytes, edits) -> bytes:
     """`data` with the edits applied: a bit flipped, a byte set, the tail cut, a run of the file copied
-    over another place (a splice), a byte inserted or deleted."""
+    over another place (a splice), 8 to 71 bytes erased to 0xFF as erased flash reads (a float32 of
+    them is NaN), a byte inserted or deleted."""
     b = bytearray(data)
     for kind, where, other, value in edits:
         if not b:
@@ -43,6 +44,8 @@ def damaged(data: bytes, edits) -> bytes:
         elif kind == "splice":
             j = min(int(other * len(b)), len(b) - 1)
             b[k:k + value + 1] = b[j:j + value + 1]
+        elif kind == "erase":
+            b[k:k + 8 + value % 64] = b"\xff" * len(b[k:k + 8 + value % 64])
         elif kind == "insert":
             b[k:k] = bytes([value])
         else:
