@@ -140,3 +140,47 @@ def test_export_of_a_damaged_checkpoint_is_one_clear_error_line(tmp_path, digits
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("edgefdfa: error: ") and "bad.npz" in done.stderr, done.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def leaves(node, path=()):
+    """Every key path of a JSON tree (dicts only)."""
+    for k, v in node.items() if isinstance(node, dict) else ():
+        yield path + (k,)
+        yield from leaves(v, path + (k,))
+
+
+@pytest.mark.parametrize("how", ["delete", "retype"])
+def test_every_model_and_window_key_of_a_cli_checkpoint_is_checked(tmp_path, how):
+    """A checkpoint `train` wrote for the IMU model with a window, a delay and normalisation: each key
+    of its model, window and delay sections, deleted or given another type, is a CheckpointError
+    naming it when the run resumes as `train --resume` does."""
+    from edgefdfa.online import OnlineRun, RunConfig
+    from edgefdfa.stream import RunningNorm, Window
+
+    ckpt = tmp_path / "imu.npz"
+    done = cli("train", MODELS / "imu-activity.tflite", "--data", imu_csv(tmp_path / "imu.csv"), "--window", "32",
+               "--hop", "8", "--delay", "2", "--normalize", "--checkpoint", ckpt, "--json")
+    assert done.returncode == 0, done.stderr
+    arrays, meta = checkpoint.load(ckpt)
+    paths = [p for p in leaves(meta) if p[0] == "model" or p[:2] in (("run", "window"), ("run", "delay"))]
+    assert len(paths) >= 12
+    unnamed = []
+    for path in paths:
+        edit = json.loads(json.dumps(meta))
+        parent = edit
+        for k in path[:-1]:
+            parent = parent[k]
+        if how == "delete":
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = 123 if isinstance(parent[path[-1]], str) else "x"
+        bad = tmp_path / "bad.npz"
+        with open(bad, "wb") as f:
+            np.savez(f, **arrays, __meta__=np.array(json.dumps(edit)))
+        with pytest.raises(CheckpointError) as exc:
+            model = edgefdfa.load_checkpoint(bad)
+            check_resumes(model, MODELS / "imu-activity.tflite", bad)
+            OnlineRun(model, RunConfig(delay=2), Window(32, 8, 6), norm=RunningNorm(6)).resume(str(bad))
+        if "bad.npz" not in str(exc.value) or not any(k in str(exc.value) for k in path):
+            unnamed.append((path, str(exc.value)))
+    assert not unnamed
