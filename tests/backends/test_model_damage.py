@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import edgefdfa
 from edgefdfa import BadModelError, EdgeFDFAError
+from edgefdfa.model import format_module
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -71,7 +72,12 @@ def runs_or_refuses(model) -> None:
 @given(which=st.sampled_from(SHIPPED), edits=damage)
 def test_damaged_shipped_models_load_correctly_or_raise_an_edgefdfa_error(tmp_path, which, edits):
     path = tmp_path / which
-    path.write_bytes(damaged((MODELS / which).read_bytes(), edits))
+    data = damaged((MODELS / which).read_bytes(), edits)
+    path.write_bytes(data)
+    try:  # what `edgefdfa info` prints
+        format_module(path.suffix).describe(data, which)
+    except BadModelError:
+        pass
     try:
         model = edgefdfa.load(path)
     except EdgeFDFAError as exc:
@@ -153,3 +159,44 @@ def test_non_finite_head_weights_are_refused_at_load_naming_the_layer(tmp_path, 
             edgefdfa.load(tmp_path / name)
         assert layer.where in str(exc.value) and name in str(exc.value)
     assert len(layers) >= 1
+
+
+ABORTS = {  # damage to int8 tensor 13 that LiteRT 2.x meets with an assertion ending the process (SIGABRT)
+    "no scale": lambda g: setattr(g.tensors[13].quantization, "scale", None),
+    "no quantization": lambda g: setattr(g.tensors[13], "quantization", None),
+    "zero scale": lambda g: setattr(g.tensors[13].quantization, "scale", [0.0]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(ABORTS))
+def test_damage_that_aborts_the_interpreter_is_refused_before_it(tmp_path, damage):
+    """Found by the fuzz test above: an int8 tensor of the int8 IMU model that lost its scale made
+    LiteRT abort the whole process. The loader's checks refuse
+    such a file, naming the tensor, before any interpreter sees it. In a child process, so that a
+    regression is a failed test rather than a dead test run."""
+    from edgefdfa.formats import tflite
+
+    model = tflite._parse((MODELS / "imu-activity-int8.tflite").read_bytes(), "m")
+    ABORTS[damage](model.subgraphs[0])
+    path = tmp_path / "imu-activity-int8.tflite"
+    path.write_bytes(tflite._serialize(model))
+    code = ("import sys, edgefdfa\ntry:\n    edgefdfa.load(sys.argv[1])\nexcept edgefdfa.BadModelError as e:\n"
+            "    print(e); sys.exit(3)")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, (done.returncode, done.stderr[-500:])
+    assert "imu-activity-int8.tflite is not a valid TFLite model: tensor " in done.stdout
+
+
+
+def test_a_tensor_name_that_is_not_utf8_is_a_bad_model_error(tmp_path):
+    """Found by the fuzz test: eight bytes of 0xFF inside a tensor's name made LiteRT's
+    get_input_details raise UnicodeDecodeError."""
+    data = bytearray((MODELS / "imu-activity-int8.tflite").read_bytes())
+    k = data.find(b"serving_default_window")
+    data[k:k + 8] = b"\xff" * 8
+    (tmp_path / "m.tflite").write_bytes(bytes(data))
+    with pytest.raises(BadModelError, match=r"m.tflite is not a valid TFLite model: tensor 0 \(.*\) has a name that is not UTF-8"):
+        edgefdfa.load(tmp_path / "m.tflite")
