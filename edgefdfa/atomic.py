@@ -21,7 +21,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     On any error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -38,7 +38,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
 def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that killed writes of `path` left beside it; the ones deleted."""
     path = Path(path)
-    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(_SUFFIX))
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")  # as atomic_write's mkstemp names them
     try:
         names = os.listdir(path.parent)
     except OSError:  # no folder yet: nothing was left there
@@ -50,9 +50,6 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
                 os.unlink(path.parent / name)
                 removed.append(path.parent / name)
     return removed
-
-
-_SUFFIX = ".tmp"
 
 
 def _fsync_dir(folder: Path) -> None:
