@@ -35,6 +35,18 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync_dir(path.parent)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that killed writes of `path` left beside it; the ones deleted."""
     path = Path(path)
@@ -50,15 +62,3 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
                 os.unlink(path.parent / name)
                 removed.append(path.parent / name)
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
