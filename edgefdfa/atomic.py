@@ -1,9 +1,14 @@
-"""Atomic file replacement: a reader sees the old file or the whole new one, never half of one."""
+"""Atomic file replacement: a reader sees the old file or the whole new one, never half of one.
+
+A write killed before its rename leaves its temporary file (`.NAME.XXXXXXXX.tmp` beside NAME);
+`remove_leftovers(NAME)` deletes those, for the owner of NAME to call when it starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -61,3 +66,20 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writes of `path` left beside it; the ones deleted."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")  # as atomic_write's mkstemp names them
+    try:
+        names = os.listdir(path.parent)
+    except OSError:  # no folder yet: nothing was left there
+        return []
+    removed = []
+    for name in names:
+        if pattern.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+                removed.append(path.parent / name)
+    return removed

@@ -84,7 +84,7 @@ class Progress:
 def train(args: argparse.Namespace) -> int:
     """Learn from a stream (serial sensor, file replay, stdin), test-then-train, with checkpoints."""
     from .export import export
-    from .model import load, load_checkpoint
+    from .model import check_resumes, load, load_checkpoint
     from .online import OnlineRun, RunConfig
     from .stream import RunningNorm, Window, open_source
 
@@ -96,6 +96,7 @@ def train(args: argparse.Namespace) -> int:
         if not ckpt or not Path(ckpt).exists():
             raise ConfigError(f"--resume needs an existing checkpoint (--checkpoint or --out); {ckpt!r} does not exist")
         model = load_checkpoint(ckpt)
+        check_resumes(model, args.model, ckpt)
     else:
         options = {k: v for k, v in (("lr", args.lr), ("optimizer", args.optimizer)) if v is not None}
         model = load(args.model, head=args.head, rule=args.rule, loss=args.loss, **options)

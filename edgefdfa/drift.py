@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import checkpoint
+
 
 class PageHinkley:
     """Detects an increase in the mean of a stream. `min_samples` guards the start-up."""
@@ -40,6 +42,8 @@ class PageHinkley:
         return {"n": self.n, "mean": self.mean, "cumulative": self.cumulative, "minimum": self.minimum}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Put back `state()`; the settings stay this detector's."""
-        self.n, self.mean = int(state["n"]), float(state["mean"])
-        self.cumulative, self.minimum = float(state["cumulative"]), float(state["minimum"])
+        """Put back `state()`, checked (a CheckpointError otherwise); the settings stay this detector's."""
+        n = checkpoint.number(state, "n", lo=0, where="drift ")
+        mean, cumulative, minimum = (checkpoint.number(state, key, float, where="drift ")
+                                     for key in ("mean", "cumulative", "minimum"))
+        self.n, self.mean, self.cumulative, self.minimum = n, mean, cumulative, minimum

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_leftovers
 from .errors import BadModelError, ConfigError
 from .formats import bundle
 from .formats.base import Dense
@@ -57,6 +57,8 @@ def export(obj: Learner | EdgeModel, path: str | os.PathLike, fmt: str) -> str:
     else:
         data = bundle.pack(bundle.head_tensors(layers))
         what = "head bundle"
+    for target in (Path(path), Path(f"{os.fspath(path)}.data")):  # what a killed export of this file left
+        remove_leftovers(target)
     if fmt in ("onnx", "tflite"):
         written = format_module(f".{fmt}").write(Path(path), data, storage)
     else:

@@ -85,6 +85,25 @@ class LearnerConfig:
         return cfg
 
 
+MAX_CHECKPOINT_BATCH = 4096  # the most rows a checkpoint's learner may size its buffers for
+
+
+def _check_sizes(arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+    """A checkpoint's layer widths: ints, matching its parameter array, and a bounded batch size."""
+    missing = {f.name for f in dataclasses.fields(LearnerConfig)} - set(config)
+    if missing:
+        raise CheckpointError(f"has no config {', '.join(map(repr, sorted(missing)))}")
+    sizes = checkpoint.field(config, "sizes", list, "config ")
+    if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+        raise CheckpointError(f"has config 'sizes' = {sizes!r:.60}, not two or more positive ints")
+    expected = sum(n_out * (n_in + 1) for n_in, n_out in zip(sizes, sizes[1:]))
+    params = arrays.get("params")
+    if params is None or params.shape != (expected,):
+        got = "none" if params is None else f"shape {params.shape}"
+        raise CheckpointError(f"has 'params' of {got}; its layer sizes {sizes} need ({expected},)")
+    checkpoint.number(config, "batch_size", lo=1, hi=MAX_CHECKPOINT_BATCH, where="config ")
+
+
 def _check_choice(what: str, value: Any, choices: dict) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
@@ -227,8 +246,8 @@ class Learner:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(arrays, JSON-able metadata) holding everything needed to continue exactly."""
         arrays = {"params": self.net.params}
-        if self.ranges is not None:
-            arrays["ranges"] = self.ranges
+        if self.ranges is not None:  # infinite until the first step; a checkpoint holds finite arrays only
+            arrays["ranges"] = self.ranges if np.isfinite(self.ranges).all() else np.zeros_like(self.ranges)
         arrays.update({f"rule.{k}": v for k, v in self.rule.state().items()})
         arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
         meta = {
@@ -237,40 +256,45 @@ class Learner:
             "n_seen": self.n_seen,
             "n_updates": self.n_updates,
         }
+        if self.ranges is not None:
+            meta["ranges_seen"] = bool(np.isfinite(self.ranges).all())
         return arrays, meta
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str = "checkpoint") -> "Learner":
-        """Rebuild a learner from `state()`'s output; a mismatch is a CheckpointError naming `source`."""
-        try:
-            config = LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-            learner = cls(config)
+        """Rebuild a learner from `state()`'s output; a mismatch is a CheckpointError naming `source`.
+        The sizes the metadata claims are checked against the parameter array before anything is
+        allocated from them."""
+        with checkpoint.named(source):
+            _check_sizes(arrays, checkpoint.field(meta, "config", dict))
+            try:
+                config = LearnerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+                learner = cls(config)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"has a config that makes no learner: {exc}") from None
             learner.load_state(arrays, meta)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {source!r} does not hold a consistent learner: {exc}") from None
         return learner
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Put back what `state()` returned (shapes checked; ValueError on a mismatch)."""
+        """Put back what `state()` returned; a missing or mismatched part is a CheckpointError naming it."""
         def section(prefix: str) -> dict[str, np.ndarray]:
             return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-        for target, saved in ((self.rule.state(), section("rule.")), (self.optimizer.state(), section("optimizer."))):
-            for key, value in target.items():
-                if saved[key].shape != value.shape:
-                    raise ValueError(f"{key} has shape {saved[key].shape}, expected {value.shape}")
-        if arrays["params"].shape != self.net.params.shape:
-            raise ValueError(f"params has shape {arrays['params'].shape}, expected {self.net.params.shape}")
-        self.net.params[...] = arrays["params"]
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = checkpoint.field(meta, "rng", dict)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(f"has an unusable 'rng' state ({type(exc).__name__}: {exc})") from None
+        n_seen, n_updates = checkpoint.number(meta, "n_seen", lo=0), checkpoint.number(meta, "n_updates", lo=0)
+        checkpoint.restore(self.net.params, arrays, "params")
         if "ranges" in arrays:
-            if arrays["ranges"].shape != (self.net.n_layers, 4):
-                raise ValueError(f"ranges has shape {arrays['ranges'].shape}, expected {(self.net.n_layers, 4)}")
             self.track_ranges()
-            self.ranges[...] = arrays["ranges"]
+            if checkpoint.field(meta, "ranges_seen", bool):
+                checkpoint.restore(self.ranges, arrays, "ranges")
         self.rule.load_state(section("rule."))
         self.optimizer.load_state(section("optimizer."))
-        self.rng.bit_generator.state = meta["rng"]
-        self.n_seen, self.n_updates = int(meta["n_seen"]), int(meta["n_updates"])
+        self.rng.bit_generator.state = rng.bit_generator.state
+        self.n_seen, self.n_updates = n_seen, n_updates
 
     # internals
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from . import checkpoint
+from .atomic import remove_leftovers
 from .drift import PageHinkley
 from .errors import BadSampleError, ConfigError, DivergedError
 from .learner import Learner
@@ -43,6 +44,21 @@ class RunConfig:
     range_guard: str = "skip"  # skip | clip | off: a sample far outside the learned range (range_guard.py)
     range_margin: float = 3.0  # ... beyond this many spans of a feature's range
     range_warmup: int = 50  # ... judged after this many samples
+
+
+def _section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays under `prefix`, named without it."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _events(events: list) -> list[dict]:
+    """A checkpoint's event list, each event checked to be what `_event` writes."""
+    for e in events:
+        ok = (isinstance(e, dict) and isinstance(e.get("kind"), str) and isinstance(e.get("detail"), str)
+              and all(isinstance(e.get(k), int) and not isinstance(e.get(k), bool) for k in ("sample", "scored")))
+        if not ok:
+            raise checkpoint.CheckpointError(f"has run event {e!r:.60}, not {{kind, sample, scored, detail}}")
+    return events
 
 
 def _finite(a: np.ndarray) -> bool:
@@ -76,6 +92,8 @@ class OnlineRun:
         self._base_lr = self.learner.optimizer.lr
         self._stop = False
         self._last_checkpoint = time.monotonic()
+        if config.checkpoint:  # a run killed while writing its checkpoint left a temporary file
+            remove_leftovers(config.checkpoint)
 
     # the loop
 
@@ -224,21 +242,26 @@ class OnlineRun:
         self._last_checkpoint = time.monotonic()
 
     def resume(self, path: str) -> None:
-        """Put back the stream state `save` wrote (the model itself comes from load_checkpoint)."""
+        """Put back the stream state `save` wrote (the model itself comes from load_checkpoint), every
+        part checked first; a missing or mismatched part is a CheckpointError naming it and the file."""
         arrays, meta = checkpoint.load(path)
-        run = meta.get("run")
-        if run is None:
-            raise ConfigError(f"{path} is a model checkpoint without a run to resume")
-        self.consumed, self.events = run["consumed"], run["events"]
-        self._base_lr, self._boost_left = run["base_lr"], run["boost_left"]
-        self.learner.optimizer.set_lr(run["lr"])  # boosted if the run stopped inside a boost
-        self.drift.load_state(run["drift"])
-        self.range.load_state({"lo": arrays["run.range.lo"], "hi": arrays["run.range.hi"]}, run["range"])
-        self.delayed.load_state({"x": arrays["run.delay.x"]}, run["delay"])
-        if self.window is not None and "window" in run:
-            self.window.load_state({"ring": arrays["run.window.ring"]}, run["window"])
-        if self.norm is not None and "norm" in run:
-            self.norm.load_state({"mean": arrays["run.norm.mean"], "m2": arrays["run.norm.m2"]}, run["norm"])
+        with checkpoint.named(path):
+            if "run" not in meta:
+                raise checkpoint.CheckpointError("holds a model without a run to resume")
+            run = checkpoint.field(meta, "run", dict)
+            consumed = checkpoint.number(run, "consumed", lo=0, where="run ")
+            events = _events(checkpoint.field(run, "events", list, "run "))
+            base_lr, lr = (checkpoint.number(run, key, float, lo=1e-30, where="run ") for key in ("base_lr", "lr"))
+            boost_left = checkpoint.number(run, "boost_left", lo=0, where="run ")
+            self.drift.load_state(checkpoint.field(run, "drift", dict, "run "))
+            self.range.load_state(_section(arrays, "run.range."), checkpoint.field(run, "range", dict, "run "))
+            self.delayed.load_state(_section(arrays, "run.delay."), checkpoint.field(run, "delay", dict, "run "))
+            if self.window is not None:  # a run with a window resumes only from one that had a window
+                self.window.load_state(_section(arrays, "run.window."), checkpoint.field(run, "window", dict, "run "))
+            if self.norm is not None:
+                self.norm.load_state(_section(arrays, "run.norm."), checkpoint.field(run, "norm", dict, "run "))
+        self.consumed, self.events, self._base_lr, self._boost_left = consumed, events, base_lr, boost_left
+        self.learner.optimizer.set_lr(lr)  # boosted if the run stopped inside a boost
 
     def summary(self) -> dict:
         return {**self.metrics.snapshot(), "consumed": self.consumed, "learned": self.learner.n_seen,

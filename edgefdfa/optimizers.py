@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from . import checkpoint
+
 
 class Optimizer:
     """Updates `params` in place from `grad` (both flat float32); `grad` may be used as scratch.
@@ -36,7 +38,7 @@ class Optimizer:
         return {}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        pass
+        """Put back `state()`, each array checked (a CheckpointError otherwise); plain SGD has none."""
 
 
 class SGD(Optimizer):
@@ -67,7 +69,7 @@ class Momentum(Optimizer):
         return {"v": self.v}
 
     def load_state(self, state):
-        self.v[...] = state["v"]
+        checkpoint.restore(self.v, state, "v")
 
 
 class Adam(Optimizer):
@@ -100,9 +102,13 @@ class Adam(Optimizer):
         return {"m": self.m, "v": self.v, "t": np.array(self.t, dtype=np.int64)}
 
     def load_state(self, state):
-        self.m[...] = state["m"]
-        self.v[...] = state["v"]
-        self.t = int(state["t"])
+        t = np.zeros((), np.int64)
+        checkpoint.restore(t, state, "t")
+        if t < 0:
+            raise checkpoint.CheckpointError(f"has Adam step count 't' = {int(t)}")
+        checkpoint.restore(self.m, state, "m")
+        checkpoint.restore(self.v, state, "v")
+        self.t = int(t)
 
 
 def ema(avg: np.ndarray, x: np.ndarray, beta: float) -> None:

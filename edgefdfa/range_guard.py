@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import checkpoint
 from .errors import ConfigError
 
 ACTIONS = ("skip", "clip", "off")
@@ -81,13 +82,17 @@ class RangeGuard:
         return {"lo": self.lo, "hi": self.hi}, {"n": self.n, "streak": self.streak}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Put back `state()` (shapes checked: ValueError on a mismatch)."""
-        for key in ("lo", "hi"):
-            if arrays[key].shape != self.lo.shape:
-                raise ValueError(f"range guard {key} has shape {arrays[key].shape}, expected {self.lo.shape}")
-        self.n, self.streak = int(meta["n"]), int(meta["streak"])
+        """Put back `state()`, checked (a CheckpointError naming what does not fit)."""
+        lo, hi = np.empty_like(self.lo), np.empty_like(self.hi)
+        checkpoint.restore(lo, arrays, "lo")
+        checkpoint.restore(hi, arrays, "hi")
+        n = checkpoint.number(meta, "n", lo=0, where="range guard ")
+        streak = checkpoint.number(meta, "streak", lo=0, where="range guard ")
+        if n and (lo > hi).any():
+            raise checkpoint.CheckpointError("has a range guard whose lo exceeds its hi")
+        self.n, self.streak = n, streak
         if self.n == 0:
             self.lo.fill(np.inf)
             self.hi.fill(-np.inf)
             return
-        self.lo[...], self.hi[...] = arrays["lo"], arrays["hi"]
+        self.lo[...], self.hi[...] = lo, hi

@@ -100,7 +100,57 @@ def _inconsistency(model: schema.ModelT) -> str:
         return f"subgraph 0 names an input or output beyond its {n_tensors} tensors"
     if any(not 0 <= t.buffer < n_buffers for t in g.tensors or []):
         return f"a tensor of subgraph 0 names a buffer beyond the {n_buffers}"
+    for i, tensor in enumerate(g.tensors or []):
+        problem = _tensor_inconsistency(tensor, model.buffers[tensor.buffer])
+        if problem:
+            return f"tensor {i} ({_tensor_name(tensor)}) {problem}"
     return ""
+
+
+# bytes per element of the fixed-size types whose constant data is checked against the shape, and the
+# zero points allowed for the integer types that must be quantized
+_ITEMSIZE = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2, schema.TensorType.INT32: 4,
+             schema.TensorType.INT64: 8, schema.TensorType.INT16: 2, schema.TensorType.INT8: 1,
+             schema.TensorType.UINT8: 1, schema.TensorType.BOOL: 1}
+_QUANTIZED = {schema.TensorType.INT8: (-128, 127), schema.TensorType.UINT8: (0, 255), schema.TensorType.INT16: (0, 0)}
+
+
+def _tensor_inconsistency(tensor: schema.TensorT, buffer: schema.BufferT) -> str:
+    """What about one tensor would make an interpreter abort or read out of bounds: LiteRT 2.x ends
+    the process on an int8 tensor without a positive scale (an assertion in allocate_tensors), and
+    older interpreters check less. A negative dimension, constant data of another size than its shape,
+    an integer tensor without a valid scale and zero point per channel, a name that is not UTF-8 (the
+    Python interpreter raises UnicodeDecodeError on it)."""
+    try:
+        (tensor.name or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return "has a name that is not UTF-8"
+    shape = _indices(tensor.shape)
+    if any(d < 0 for d in shape):
+        return f"has shape {shape}"
+    data = buffer.data if buffer is not None else None
+    size = _ITEMSIZE.get(tensor.type)
+    if data is not None and len(data) and size is not None and len(data) != int(np.prod(shape)) * size:
+        return f"has shape {shape} of {_TYPE_NAMES.get(tensor.type)} but {len(data)} bytes of data"
+    q = tensor.quantization
+    scale = np.asarray(q.scale if q is not None and q.scale is not None else [], np.float64)
+    zero = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], np.int64)
+    if tensor.type in _QUANTIZED and not len(scale):
+        return f"is {_TYPE_NAMES.get(tensor.type)} without a quantization scale"
+    if not len(scale):
+        return ""
+    lo, hi = _QUANTIZED.get(tensor.type, (-2**31, 2**31 - 1))
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        return "has a quantization scale that is not finite and positive"
+    if len(zero) != len(scale) or (zero < lo).any() or (zero > hi).any():
+        return f"has {len(zero)} zero point(s) for {len(scale)} scale(s), or one outside {lo}..{hi}"
+    if len(scale) > 1 and not (0 <= q.quantizedDimension < len(shape) and shape[q.quantizedDimension] == len(scale)):
+        return f"has {len(scale)} scales along dimension {q.quantizedDimension} of shape {shape}"
+    return ""
+
+
+def _tensor_name(tensor: schema.TensorT) -> str:
+    return (tensor.name or b"").decode(errors="replace")
 
 
 def _indices(vector) -> list[int]:
@@ -203,6 +253,10 @@ class _Layer:
     bias: _Stored | None  # None: the file has no bias
 
 
+class _NotFinite(str):
+    """Why a FULLY_CONNECTED is no layer, when the reason is NaN or Inf in its weights: the file is refused."""
+
+
 @dataclass
 class _Run:
     """The trailing run of dense layers of subgraph 0, and why it stops where it does."""
@@ -211,6 +265,7 @@ class _Run:
     softmax: int | None  # index of the SOFTMAX after the last layer, if any
     stop: str  # "operator 3 (CONV_2D) is not a dense layer", "it starts at the model input"...
     dequantize: int | None = None  # index of a DEQUANTIZE (or requantizing QUANTIZE) of the int8 output, if any
+    fatal: bool = False  # the stop refuses the file (a dense layer with NaN or Inf weights), not only ends the head
 
     def operators(self, layers: list[_Layer]) -> set[int]:
         """The operators of a head of these (trailing) layers: the backbone is the file without them."""
@@ -284,7 +339,7 @@ def _trailing_run(model: schema.ModelT, name: str) -> _Run:
             return _Run(layers[::-1], softmax, "it starts at the model input", dequantize)
         layer = _layer(graph, i)
         if isinstance(layer, str):
-            return _Run(layers[::-1], softmax, layer, dequantize)
+            return _Run(layers[::-1], softmax, layer, dequantize, isinstance(layer, _NotFinite))
         layers.append(layer)
         t = _indices(graph.op(layer.fc).inputs)[0]
         if not graph.only_feeds_next(t) and t not in _indices(g.inputs):
@@ -357,7 +412,7 @@ def _fully_connected(graph: _Graph, i: int) -> _Layer | str:
     if form is None:
         return f"{where} computes in {_info(tensors[x]).dtype} with {weights.kind} weights, which is not supported"
     if not (np.isfinite(W).all() and (b is None or np.isfinite(b).all())):
-        return f"{where}: its weights or bias hold NaN or Inf"
+        return _NotFinite(f"{where}: its weights or bias hold NaN or Inf")
     b = np.zeros(W.shape[0], np.float32) if b is None else b.reshape(-1)
     dense = Dense(W=W, b=b, activation=_FUSED[options.fusedActivationFunction], where=where, form=form)
     return _Layer(i, None, dense, weights, stored_bias)
@@ -441,6 +496,8 @@ def _per_sample(tensor: schema.TensorT) -> int | None:
 def _head_layers(model: schema.ModelT, head: int | None, name: str) -> tuple[_Run, list[_Layer]]:
     """The run and its trailing `head` layers (all of them for None), or a BadModelError saying why not."""
     run = _trailing_run(model, name)
+    if run.fatal:  # a dense layer that cannot be computed: neither head nor backbone
+        raise BadModelError(f"{name}: {run.stop}")
     if not run.layers:
         raise BadModelError(f"{name}: nothing trainable at the end of subgraph 0: {run.stop}")
     if head is None:

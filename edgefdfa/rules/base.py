@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from .. import checkpoint
+
 if TYPE_CHECKING:
     from ..learner import LearnerConfig
     from ..losses import Loss
@@ -56,8 +58,9 @@ class Rule:
         return False
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Put back `state()`: each array exactly as this rule holds it (a CheckpointError otherwise)."""
         for key, value in self.state().items():
-            value[...] = state[key]
+            checkpoint.restore(value, state, key)
 
     # helpers shared by the rules
 

@@ -16,8 +16,11 @@ The last `delay + 1` samples sit in a ring buffer allocated once.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .. import checkpoint
 from ..errors import BadSampleError, ConfigError
 from .source import Label
 
@@ -60,6 +63,12 @@ class DelayedLabels:
         return {"x": self._x}, {"y": list(self._y), "next": self._next, "filling": self._filling}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self._x[...] = arrays["x"]
-        self._y = list(meta["y"])
-        self._next, self._filling = int(meta["next"]), int(meta["filling"])
+        """Put back `state()`, checked against this delay (a CheckpointError otherwise)."""
+        y = checkpoint.field(meta, "y", list, "delay ")
+        if len(y) != self.delay + 1 or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) for v in y):
+            raise checkpoint.CheckpointError(f"has delay 'y' = {y!r:.60}, not {self.delay + 1} labels or nulls")
+        next_ = checkpoint.number(meta, "next", lo=0, hi=self.delay, where="delay ")
+        filling = checkpoint.number(meta, "filling", lo=0, hi=self.delay, where="delay ")
+        checkpoint.restore(self._x, arrays, "x")
+        self._y, self._next, self._filling = list(y), next_, filling

@@ -5,8 +5,10 @@ i is due at start + i / rate), so time spent by the caller between samples is no
 caller that falls behind gets the overdue samples at once until it has caught up. A sample's `t`
 is the time it was handed out.
 
-CSV lines follow the rules in source.py. stdin is read line by line, so `close()` from another
-thread takes effect at the next line or at end of input.
+CSV lines follow the rules in source.py. Files and stdin are read line by line, each read bounded
+by source.max_line: a longer line is skipped ("too long") and read past in pieces of that size, so
+memory stays bounded whatever the input. `close()` from another thread takes effect at the next line
+or at end of input.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import ConfigError, SourceError
-from .source import CsvParser, Sample, Source, checked_sample
+from .source import CsvParser, Sample, Source, checked_sample, max_line
 
 
 class Replay(Source):
@@ -58,12 +60,22 @@ class CsvSource(Replay):
         self._lines = lines
         self._own = own
         self._parser = CsvParser(n_features, self.stats)
+        self._max = max_line(n_features)
 
     def _records(self) -> Iterator[Sample]:
-        for line in self._lines:
+        while line := self._lines.readline(self._max + 1):
+            if len(line) > self._max and line[-1:] not in (b"\n", "\n"):
+                self._read_past_line()
+                self._parser.too_long()
+                continue
             sample = self._parser.parse(line)
             if sample is not None:
                 yield sample
+
+    def _read_past_line(self) -> None:
+        """Read the rest of an overlong line, a bounded piece at a time."""
+        while (piece := self._lines.readline(self._max + 1)) and piece[-1:] not in (b"\n", "\n"):
+            pass
 
     def _release(self) -> None:
         if self._own:

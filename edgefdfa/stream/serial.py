@@ -27,7 +27,7 @@ import serial as pyserial
 
 from ..errors import ConfigError, SourceError
 from .frame import FrameDecoder
-from .source import CsvParser, Delimited, Sample, Source, Stats
+from .source import CsvParser, Delimited, Sample, Source, Stats, max_line
 
 READ_TIMEOUT = 0.1                 # s: how often a quiet port checks for close()
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.0  # s: waits between reconnect attempts
@@ -39,8 +39,7 @@ class CsvDecoder:
     def __init__(self, n_features: int, stats: Stats, *, wait_for_delimiter: bool = True) -> None:
         self.parser = CsvParser(n_features, stats)
         self.stats = stats
-        # a generous bound on a line's length: 64 characters a field
-        self._lines = Delimited(b"\n", 64 * (n_features + 2), wait_for_delimiter=wait_for_delimiter)
+        self._lines = Delimited(b"\n", max_line(n_features), wait_for_delimiter=wait_for_delimiter)
 
     def restart(self) -> None:
         """A new stream begins (a device came back): drop the partial line, expect a header."""
@@ -50,8 +49,7 @@ class CsvDecoder:
     def feed(self, chunk: bytes) -> Iterator[Sample]:
         for line in self._lines.feed(chunk):
             if line is None:
-                self.parser.position += 1
-                self.stats.skip("too long", self.parser.position, "", "a line longer than any valid sample")
+                self.parser.too_long()
                 continue
             sample = self.parser.parse(line)
             if sample is not None:

@@ -12,7 +12,9 @@ CSV rules (files, stdin and serial lines alike), for a source of `n_features` fe
   (`"3"` and `"3.0"` give `3`); any other number is a float target (`"2.5"` gives `2.5`);
 - any other count is skipped as "field count", a field that is not a number as "unparsable",
   NaN or Inf anywhere (also a value too large for float32) as "nan/inf";
-- a first line that is not all numbers is a header and is skipped silently, and so are blank lines.
+- a first line that is not all numbers is a header and is skipped silently, and so are blank lines;
+- a line longer than `max_line(n_features)` bytes (64 a field) is skipped as "too long" without
+  being held in memory whole.
 """
 
 from __future__ import annotations
@@ -176,6 +178,11 @@ def label_from_text(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+def max_line(n_features: int) -> int:
+    """The longest CSV line, in bytes, a source keeps: a generous 64 characters a field."""
+    return 64 * (n_features + 2)
+
+
 class CsvParser:
     """Turns CSV lines into Samples by the rules in the module docstring, counting what it skips."""
 
@@ -188,6 +195,11 @@ class CsvParser:
     def restart(self) -> None:
         """A new stream begins (a device came back): its first line may be a header again."""
         self._may_be_header = True
+
+    def too_long(self) -> None:
+        """Count the next line as skipped for its length (its source dropped it unread)."""
+        self.position += 1
+        self.stats.skip("too long", self.position, "", f"a line longer than {max_line(self.n_features):,} bytes")
 
     def parse(self, line: str | bytes) -> Sample | None:
         self.position += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import checkpoint
 from ..errors import BadSampleError, ConfigError
 from .source import Label
 
@@ -56,8 +57,11 @@ class Window:
         return {"ring": self._ring}, {"next": self._next, "steps": self._steps}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self._ring[...] = arrays["ring"]
-        self._next, self._steps = int(meta["next"]), int(meta["steps"])
+        """Put back `state()`, checked against this window (a CheckpointError otherwise)."""
+        next_, steps = (checkpoint.number(meta, "next", lo=0, hi=self.length - 1, where="window "),
+                        checkpoint.number(meta, "steps", lo=0, where="window "))
+        checkpoint.restore(self._ring, arrays, "ring")
+        self._next, self._steps = next_, steps
 
 
 class RunningNorm:
@@ -83,8 +87,14 @@ class RunningNorm:
         return {"mean": self.mean, "m2": self._m2}, {"count": self.count}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        self.mean[...], self._m2[...] = arrays["mean"], arrays["m2"]
-        self.count = int(meta["count"])
+        """Put back `state()`, checked against these channels (a CheckpointError otherwise)."""
+        count = checkpoint.number(meta, "count", lo=0, where="norm ")
+        m2 = np.empty_like(self._m2)
+        checkpoint.restore(m2, arrays, "m2")
+        if (m2 < 0).any():
+            raise checkpoint.CheckpointError("has a negative running variance ('m2')")
+        checkpoint.restore(self.mean, arrays, "mean")
+        self._m2[...], self.count = m2, count
 
     @property
     def var(self) -> np.ndarray:

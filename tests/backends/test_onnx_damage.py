@@ -2,6 +2,8 @@
 QOperator and dynamic-quantized heads), describe, split and write_head either succeed or raise BadModelError,
 never another exception, and a head that splits has finite weights."""
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -62,7 +64,7 @@ def damaged(data: bytes, edits) -> bytes:
     return bytes(b)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("EDGEFDFA_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(which=st.integers(0, 4), edits=damage)
 def test_damaged_files_fail_only_with_bad_model_error(files, which, edits):
     data = damaged(files[which], edits)

@@ -85,9 +85,8 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, damage):
 def test_checkpoint_with_wrong_shapes_is_refused(tmp_path):
     path = tmp_path / "c.npz"
     learner = edgefdfa.MLP([20, 8, 5], seed=0)
-    arrays = {"params": np.zeros(3, np.float32), "rule.B": learner.rule.state()["B"]}
-    meta = {"config": {"sizes": [20, 8, 5], "activations": ["relu", "identity"]}, "rng": learner.rng.bit_generator.state,
-            "n_seen": 0, "n_updates": 0}
+    arrays, meta = learner.state()
+    arrays["params"] = np.zeros(3, np.float32)
     checkpoint.save(path, arrays, meta)
     with pytest.raises(CheckpointError, match="shape"):
         edgefdfa.Learner.load(path)
