@@ -16,5 +16,6 @@ def train(msg: Message, context: Context) -> Message:
     """Adopt the global head, learn the next samples of this device's stream, send the head back."""
     config = msg.content["config"]
     device = Device(DeviceConfig.from_node_config(dict(context.node_config)))
-    arrays, metrics = device.round(msg.content["arrays"], int(config["server-round"]), bool(config["feedback"]))
+    n = int(config["server-round"]) + int(config["rounds-before"])  # the fleet's round, across server restarts
+    arrays, metrics = device.round(msg.content["arrays"], n, bool(config["feedback"]))
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..rules import RULES
 
 STRATEGY_NAMES = ("fedavg", "trimmed-mean")
+RESTART_PAUSE = 2.0  # seconds before a client starts its ended SuperNode again
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,13 +82,18 @@ def server(args: argparse.Namespace) -> int:
     seen = _lines(history)
     with open(home / "superlink.log", "ab") as link_log, open(home / "run.log", "ab") as run_log:
         link = processes.superlink(args.port, home, link_log)
+        started = [link]
+        restore = _stop_on_signals(lambda: [processes.stop(p) for p in reversed(started)])
         try:
             _wait_for_port(args.port, link)
-            run = processes.submit(run_config, home, run_log)
+            started.append(processes.submit(run_config, home, run_log))
             progress = None if args.json else _print_round("fleet server")
-            status = _follow(run, history, seen, progress)
+            _follow(started[1], history, seen, progress)
+            status = started[1].returncode
         finally:
-            processes.stop(link)
+            restore()
+            for p in reversed(started):
+                processes.stop(p)
     rounds = [r for r in _records(history)[seen:]]
     summary = {"rounds": rounds, "out": str(out), "global": str(out / "global.npz"), "strategy": args.strategy,
                "run_exit": status, "log": str(home / "run.log")}
@@ -112,17 +118,34 @@ def client(args: argparse.Namespace) -> int:
         "model": str(Path(args.model).resolve()), "data": data, "state": str(state), "samples": args.samples,
         "window": args.window or 0, "hop": args.hop or 0, "rule": args.rule, "lr": args.lr or 0})
     history = state / "rounds.jsonl"
-    seen = _lines(history)
-    with open(state / "supernode.log", "ab") as node_log:
-        node = processes.supernode(args.server, args.port, node_config, state / "flower", node_log)
-        stop = _stop_on_signals(lambda: processes.stop(node))
-        try:
-            status = _follow(node, history, seen, None if args.json else _print_round(f"fleet client {state.name}"))
-        finally:
-            stop()
+    first = seen = _lines(history)
+    progress = None if args.json else _print_round(f"fleet client {state.name}")
+    stopped, node = [], None  # a signal appends to `stopped` and stops the SuperNode running now
+    restarts = 0
+
+    def on_signal() -> None:
+        stopped.append(True)
+        if node is not None:
             processes.stop(node)
-    rounds = _records(history)[seen:]
-    summary = {"rounds": rounds, "learned": sum(r["num-examples"] for r in rounds),
+
+    with open(state / "supernode.log", "ab") as node_log:
+        restore = _stop_on_signals(on_signal)
+        try:
+            while True:  # a SuperNode ends when its SuperLink goes away: start it again, the device's
+                # state is in its checkpoint (as systemd's Restart=always would on a real device)
+                node = processes.supernode(args.server, args.port, node_config, state / "flower", node_log)
+                seen = _follow(node, history, seen, progress)
+                if stopped:
+                    break
+                restarts += 1
+                print(f"fleet client {state.name}: flower-supernode ended ({node.returncode}); starting it again",
+                      file=sys.stderr, flush=True)
+                time.sleep(RESTART_PAUSE)
+        finally:
+            restore()
+            processes.stop(node)
+    rounds = _records(history)[first:]
+    summary = {"rounds": rounds, "learned": sum(r["num-examples"] for r in rounds), "supernode_restarts": restarts,
                "checkpoint": str(state / "checkpoint.npz"), "log": str(state / "supernode.log")}
     if args.plot:
         from ..plot import plot_rounds
@@ -134,8 +157,8 @@ def client(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(proc, history: Path, seen: int, progress: Callable[[dict], None] | None) -> int | None:
-    """Show each new line of `history` as it comes, until `proc` ends; its exit code."""
+def _follow(proc, history: Path, seen: int, progress: Callable[[dict], None] | None) -> int:
+    """Show each new line of `history` as it comes, until `proc` ends; how many lines it holds then."""
     shown = seen
     while True:
         done = proc.poll() is not None
@@ -145,7 +168,7 @@ def _follow(proc, history: Path, seen: int, progress: Callable[[dict], None] | N
                 progress(line)
         shown = len(lines)
         if done:
-            return proc.returncode
+            return shown
         time.sleep(0.5)
 
 

@@ -71,9 +71,10 @@ def supernode(address: str, port: int, node_config: Path, home: Path, log: IO | 
                   "--node-config", str(node_config)], home, log)
 
 
-def submit(run_config: Path, home: Path, log: IO | None) -> subprocess.Popen:
-    """`flwr run` of the fleet's app on the configured SuperLink, streaming the ServerApp's log."""
-    return start(["flwr", "run", str(APP), "fleet", "--stream", "--run-config", str(run_config)], home, log)
+def submit(run_config: Path, home: Path, log: IO | None, app: Path = APP) -> subprocess.Popen:
+    """`flwr run` of the fleet's app (or another Flower App directory) on the configured SuperLink,
+    streaming the ServerApp's log."""
+    return start(["flwr", "run", str(app), "fleet", "--stream", "--run-config", str(run_config)], home, log)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -50,7 +50,7 @@ def main(grid: Grid, context: Context) -> None:
                                 min_available_nodes=n, expected=record.expected_shapes(initial), **extra)
     coordinator.strategy = strategy
     strategy.start(grid=grid, initial_arrays=initial, num_rounds=remaining, timeout=float(cfg.get("timeout", 600)),
-                   train_config=ConfigRecord({"feedback": coordinator.feedback}), evaluate_fn=coordinator.after_round)
+                   train_config=ConfigRecord({"feedback": coordinator.feedback, "rounds-before": coordinator.done}), evaluate_fn=coordinator.after_round)
 
 
 class Coordinator:
