@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "imu-activity.onnx"
 EDGEFDFA = [sys.executable, "-m", "edgefdfa"]
 SAMPLES = 60  # windows each device learns per round
+LR = 0.003  # FDFA fine-tuning the shipped head (bench_fleet.py: larger rates overshoot on 2-activity streams)
 
 
 def records(path: Path) -> list[dict]:
@@ -67,7 +68,7 @@ class Fleet:
     def node_config(self, d: int, samples: int = SAMPLES) -> Path:
         return processes.write_toml(self.tmp / f"dev{d}" / "node.toml", {
             "model": str(MODEL), "data": str(self.data.streams[d]), "state": str(self.tmp / f"dev{d}"),
-            "samples": samples, "window": split.WINDOW, "hop": split.HOP, "lr": 0.05})
+            "samples": samples, "window": split.WINDOW, "hop": split.HOP, "lr": LR})
 
     def supernode(self, d: int) -> subprocess.Popen:
         """A bare flower-supernode for device d (what `fleet client` starts)."""
@@ -79,7 +80,7 @@ class Fleet:
         """`edgefdfa fleet client` for device d."""
         cmd = [*EDGEFDFA, "fleet", "client", str(MODEL), "--data", str(self.data.streams[d]), "--server",
                self.address, "--state", str(self.tmp / f"dev{d}"), "--samples", str(SAMPLES), "--window", str(split.WINDOW),
-               "--hop", str(split.HOP), "--lr", "0.05", "--port", str(processes.free_port()), "--json"]
+               "--hop", str(split.HOP), "--lr", str(LR), "--port", str(processes.free_port()), "--json"]
         with open(self.tmp / f"dev{d}.json", "wb") as stdout, open(self.tmp / f"dev{d}.err", "wb") as stderr:
             return self.track(subprocess.Popen(cmd, stdout=stdout, stderr=stderr, start_new_session=True))
 
