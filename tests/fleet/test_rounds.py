@@ -7,6 +7,7 @@ longer drill (10 rounds, about 3 minutes more); the default is the issue's three
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -35,7 +36,8 @@ def test_rounds_go_on_through_a_killed_client_a_late_one_and_a_server_restart(fl
     saved = edgefdfa.load_checkpoint(fleet.tmp / "srv" / "global.npz").learner.get_params()
 
     late = fleet.client(4)  # joins while the server is down
-    again = fleet.server("srv", "--rounds", str(ROUNDS), "--min-nodes", "4", "--resume")  # 0-2 back, and 4
+    again = fleet.server("srv", "--rounds", str(ROUNDS), "--min-nodes", "4", "--resume",  # 0-2 back, and 4
+                         "--plot", str(fleet.tmp / "rounds.png"))
     wait_until("the resumed run", lambda: again.poll() is not None, timeout=60 + 30 * ROUNDS, procs=tuple(clients))
     assert again.returncode == 0, (fleet.tmp / "srv.err").read_text()[-2000:]
 
@@ -62,6 +64,9 @@ def test_rounds_go_on_through_a_killed_client_a_late_one_and_a_server_restart(fl
     model = edgefdfa.load_checkpoint(fleet.tmp / "srv" / "global.npz")
     exported = edgefdfa.load(fleet.tmp / "srv" / "imu-activity-fleet.onnx")
     assert (model.learner.get_params() == exported.learner.get_params()).all()
+    summary = json.loads((fleet.tmp / "srv.json").read_text())  # the resumed run's --json summary
+    assert [r["round"] for r in summary["rounds"]] == list(range(2, ROUNDS + 1)) and summary["run_exit"] == 0
+    assert (fleet.tmp / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for c in clients + [late]:
         processes.stop(c)
         assert c.returncode == 0
