@@ -171,7 +171,10 @@ def main() -> int:
     try:
         data = split.make(work / "data", seed=args.seed)
         X, y = held_out(data.held_out)
-        want = lambda part: not args.only or part in args.only  # noqa: E731
+
+        def want(part: str) -> bool:
+            return not args.only or part in args.only
+
         runs: dict = {}
         if want("fleet"):
             runs["fleet"] = federate("fleet", data.streams, work, args, X, y)

@@ -94,7 +94,7 @@ def server(args: argparse.Namespace) -> int:
             restore()
             for p in reversed(started):
                 processes.stop(p)
-    rounds = [r for r in _records(history)[seen:]]
+    rounds = _records(history)[seen:]
     summary = {"rounds": rounds, "out": str(out), "global": str(out / "global.npz"), "strategy": args.strategy,
                "run_exit": status, "log": str(home / "run.log")}
     if args.plot:
@@ -103,7 +103,7 @@ def server(args: argparse.Namespace) -> int:
         scored = [(r["round"], r["accuracy"]) for r in _records(history) if "accuracy" in r]
         plot_rounds(args.plot, {"global head": scored}, f"fleet of {Path(args.model).name}: held-out accuracy")
         summary["plot"] = args.plot
-    _report(summary, args.json, "global head")
+    _report(summary, args.json)
     return 0 if status == 0 else 1
 
 
@@ -153,7 +153,7 @@ def client(args: argparse.Namespace) -> int:
         plot_rounds(args.plot, {state.name: [(r["round"], r["accuracy"]) for r in _records(history)]},
                     f"{Path(args.model).name} on {args.data}: accuracy on the stream, per round")
         summary["plot"] = args.plot
-    _report(summary, args.json, "device")
+    _report(summary, args.json)
     return 0
 
 
@@ -210,17 +210,21 @@ def _wait_for_port(port: int, proc, timeout: float = 60.0) -> None:
 
 
 def _stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
-    """SIGINT/SIGTERM stop the SuperNode (the loop then ends); returns what puts the handlers back."""
+    """SIGINT/SIGTERM call `stop` (the Flower processes end, and with them the loop); returns what
+    puts the handlers back."""
     previous = {sig: signal.signal(sig, lambda signum, frame: stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
 
 
-def _report(summary: dict[str, Any], as_json: bool, what: str) -> None:
+def _report(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=1, default=float))
         return
     rounds = summary["rounds"]
-    print(f"{len(rounds)} round(s)" + (f", last: {json.dumps(rounds[-1])}" if rounds else ""))
+    if not rounds:
+        print("no round recorded")
+    else:
+        print(f"rounds {rounds[0]['round']} to {rounds[-1]['round']}; the last: {json.dumps(rounds[-1])}")
     for key in ("global", "checkpoint", "plot", "log"):
         if key in summary:
             print(f"{key}: {summary[key]}")

@@ -28,7 +28,8 @@ class Guarded:
         kept, refused, failed, nodes = [], [], [], []
         for msg in replies:
             node = msg.metadata.src_node_id
-            if msg.has_error():  # Flower counts it as a failure
+            if msg.has_error():  # no reply in time, or the ClientApp raised
+                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 failed.append({"node": node, "reason": msg.error.reason})
                 continue
             reason = refusal(msg.content, self.expected)
