@@ -8,6 +8,7 @@
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
     edgefdfa push CHECKPOINT_OR_MODEL --port PORT [--encoding f32|f16|int8|sparse] [--key FILE] [--verify]
     edgefdfa device --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_MODEL]
+    edgefdfa fleet server MODEL ... | client MODEL --data SOURCE --server HOST:PORT ...  (fleet/command.py)
 """
 
 from __future__ import annotations
@@ -318,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("device", help="an emulated device serving the bridge protocol on a serial port")
     bridge_device.add_arguments(p)
     p.set_defaults(run=bridge_device.run)
+
+    from .fleet import command as fleet
+
+    p = sub.add_parser("fleet", help="devices learning together: federated rounds over Flower (edgefdfa[fleet])")
+    fleet.add_arguments(p)
     return parser
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import blas, checkpoint, native
 from .activations import ACTIVATIONS
-from .errors import BadSampleError, CheckpointError, ConfigError, DivergedError
+from .errors import BadModelError, BadSampleError, CheckpointError, ConfigError, DivergedError
 from .losses import LOSSES
 from .network import Network, Workspace
 from .optimizers import OPTIMIZERS
@@ -231,6 +231,24 @@ class Learner:
             a, h = bt.ap[l], bt.hp[l + 1]
             r[0], r[1] = min(r[0], a.min()), max(r[1], a.max())
             r[2], r[3] = min(r[2], h.min()), max(r[3], h.max())
+
+    # sharing (a fleet averages heads: edgefdfa.fleet)
+
+    def get_params(self) -> np.ndarray:
+        """A copy of every weight and bias in the flat layout of params.py (W0, b0, W1, b1, ...)."""
+        return self.net.params.copy()
+
+    def set_params(self, params: Any) -> None:
+        """Adopt weights and biases from elsewhere (a fleet's aggregate), in place, so compiled views
+        stay valid; rule and optimiser state, ranges and counters stay. A wrong shape or a non-finite
+        value raises BadModelError and changes nothing."""
+        p = np.asarray(params)
+        if p.shape != self.net.params.shape or p.dtype.kind not in "biuf":
+            raise BadModelError(f"params have shape {p.shape} and dtype {p.dtype}; this head takes "
+                                f"({self.net.params.size},) numbers")
+        if not np.isfinite(p).all():
+            raise BadModelError(f"params[{int(np.flatnonzero(~np.isfinite(p))[0])}] is not finite; nothing adopted")
+        np.copyto(self.net.params, p, casting="unsafe")
 
     # checkpoints
 

@@ -45,3 +45,27 @@ def plot_runs(path: str, runs: dict[str, "OnlineRun"], title: str, marks: Sequen
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_rounds(path: str, series: dict[str, list[tuple[int, float]]], title: str,
+                ylabel: str = "accuracy") -> None:
+    """One line per series of (round, value): a fleet's progress."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("plotting needs matplotlib: pip install 'edgefdfa[plot]'") from None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, points in series.items():
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
