@@ -68,6 +68,27 @@ static edgefdfa_learn_status check(const edgefdfa_learn_config *config, const ed
     return EDGEFDFA_LEARN_OK;
 }
 
+/* acc[r] = sum_i W[r][i] in[i] for the R rows at row, each summed in index order (as a scalar loop
+ * sums it: the same result on every target), the rows' chains independent so they overlap. */
+#define ROWS 4
+static void dots(const float *row, uint32_t n_in, uint32_t rows, const float *in, float *acc) {
+    float a[ROWS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (rows == ROWS) {
+        const float *r0 = row, *r1 = row + n_in, *r2 = row + 2 * (size_t)n_in, *r3 = row + 3 * (size_t)n_in;
+        for (uint32_t i = 0; i < n_in; ++i) {
+            a[0] += r0[i] * in[i];
+            a[1] += r1[i] * in[i];
+            a[2] += r2[i] * in[i];
+            a[3] += r3[i] * in[i];
+        }
+    } else {
+        for (uint32_t r = 0; r < rows; ++r) {
+            for (uint32_t i = 0; i < n_in; ++i) a[r] += row[(size_t)r * n_in + i] * in[i];
+        }
+    }
+    for (uint32_t r = 0; r < rows; ++r) acc[r] = a[r];
+}
+
 /* a, h, f'(a) of every layer, and with tangents (FDFA) each tangent t, u_l added after hidden layer l. */
 static void forward(const edgefdfa_layer *layers, size_t n_layers, const float *x, const float *u, int tangents,
                     float *workspace) {
@@ -76,20 +97,18 @@ static void forward(const edgefdfa_layer *layers, size_t n_layers, const float *
         const edgefdfa_layer *layer = &layers[l];
         slots s = slots_of(workspace, layers, l);
         int perturbed = tangents && l + 1 < n_layers;
-        for (uint32_t j = 0; j < layer->n_out; ++j) {
+        for (uint32_t j = 0; j < layer->n_out; j += ROWS) {
+            uint32_t rows = layer->n_out - j < ROWS ? layer->n_out - j : ROWS;
             const float *row = layer->w_f32 + (size_t)j * layer->n_in;
-            float acc = 0.0f, t_acc = 0.0f;
-            if (t_in != NULL) {
-                for (uint32_t i = 0; i < layer->n_in; ++i) {
-                    acc += row[i] * in[i];
-                    t_acc += row[i] * t_in[i];
-                }
-            } else {
-                for (uint32_t i = 0; i < layer->n_in; ++i) acc += row[i] * in[i];
+            float acc[ROWS], t_acc[ROWS] = {0.0f, 0.0f, 0.0f, 0.0f};
+            dots(row, layer->n_in, rows, in, acc);
+            if (t_in != NULL) dots(row, layer->n_in, rows, t_in, t_acc);
+            for (uint32_t r = 0; r < rows; ++r) {
+                uint32_t k = j + r;
+                s.a[k] = acc[r] + layer->bias[k];
+                activate(layer->activation, s.a[k], &s.h[k], &s.df[k]);
+                if (tangents) s.t[k] = (t_in != NULL ? s.df[k] * t_acc[r] : 0.0f) + (perturbed ? u[k] : 0.0f);
             }
-            s.a[j] = acc + layer->bias[j];
-            activate(layer->activation, s.a[j], &s.h[j], &s.df[j]);
-            if (tangents) s.t[j] = (t_in != NULL ? s.df[j] * t_acc : 0.0f) + (perturbed ? u[j] : 0.0f);
         }
         if (perturbed) u += layer->n_out;
         in = s.h;
