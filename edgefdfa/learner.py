@@ -121,6 +121,7 @@ class Learner:
                                                                  self._x)
         self._learns = (self._compiled is not None and cfg.optimizer == "sgd" and self.rule.kernel() in native.RULES
                         and cfg.loss in native.LOSSES)
+        self._classes = K if self.loss.classification else 0  # labels a compiled step takes as they are
         if self._learns:
             self._bind_step()
         self.ranges: np.ndarray | None = None  # (L, 4) [min a, max a, min h, max h] per layer, when tracked
@@ -252,12 +253,16 @@ class Learner:
         head = self._compiled
         if head.load(x):  # not a finite C-ordered float32 row as it is: checked, named or cast here
             self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
-        self._put_target(y, 0)
-        label = int(self._targets[0]) if self.loss.classification else 0
+        if type(y) is int and self._classes > y >= 0:  # the common label: no further checks needed
+            label = y
+        else:
+            self._put_target(y, 0)
+            label = int(self._targets[0]) if self.loss.classification else 0
         u, rng_state = self._u, None
         if u is not None:
-            rng_state = self.rng.bit_generator.state
-            self.rng.standard_normal(out=u, dtype=np.float32)
+            rng = self.rng
+            rng_state = rng.bit_generator.state
+            rng.standard_normal(out=u, dtype=np.float32)
             if self.config.sigma != 1.0:
                 u *= self.config.sigma
         status = head.learn(label, self.optimizer.lr)
