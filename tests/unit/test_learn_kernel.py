@@ -24,6 +24,13 @@ KERNEL_RULES = sorted(native.RULES)
 pytestmark = pytest.mark.skipif(not native.built(), reason="the extension was not built (needs gcc, python3-dev)")
 
 
+@pytest.fixture(autouse=True)
+def both_paths(monkeypatch):
+    """This file compares the two paths, so a learner is compiled unless numpy_learner made it, even
+    in a run under EDGEFDFA_NATIVE=0."""
+    monkeypatch.delenv("EDGEFDFA_NATIVE", raising=False)
+
+
 def numpy_learner(monkeypatch, *args, **kw):
     monkeypatch.setenv("EDGEFDFA_NATIVE", "0")
     learner = edgefdfa.MLP(*args, **kw)
