@@ -1,72 +1,63 @@
-/* _head: the engine's dense head run outside the TFLite interpreter, for EdgeModel's fast path.
+/* _head: the learner's dense head in C, on its weights in place (edgefdfa/native.py wraps it).
  *
- * The forward pass is the firmware's (firmware_bridge/c/edgefdfa_head.c); this file binds it once to
- * the buffers a sample flows through:
- *
- *     sample  (n_sample)    the backbone interpreter's input buffer
- *     features              the backbone's output buffer (the sample itself when there is no backbone)
- *     output  (n_out)       head(features), softmaxed when the file ends in Softmax
- *
- * A sample is two calls of this Python extension module around the backbone's invoke: load(address,
- * x) takes x if it is a C-ordered float32 sample of the bound shape, copies it into the sample buffer
- * and checks it is finite; run(address) runs the head. Each is a
- * CPython call (a ctypes call costs about a microsecond more, on a sample that takes eight). The setup
- * calls (edgefdfa_bind and the struct's size) are plain C, which edgefdfa/native.py calls through
- * ctypes on the same shared library. The caller owns the edgefdfa_bound_head
- * (edgefdfa_bound_head_size() bytes), the layers array, the weights (read in place, so updates made
- * there are seen at the next run) and every buffer.
+ * One type, Head, binds the firmware's code to a learner's buffers once:
+ *   - the forward pass (firmware_bridge/c/edgefdfa_head.c) for predictions: load(x) copies a sample
+ *     into the input row and checks it; raw() / probabilities() write the output arrays;
+ *   - the learning step (firmware_bridge/c/edgefdfa_learn.c), after learning(...) bound the rule's
+ *     buffers: learn(label, lr) takes one SGD step at batch 1 on the input row.
+ * The weights are the learner's flat parameter array (W0 b0 W1 b1 ..., W row-major (n_out, n_in)),
+ * read and written in place; the Head holds every buffer it points into until it is freed. Status
+ * codes are the C enums', exported as module constants. copy_sample(dst, src) is a backbone's sample
+ * copy and check in one call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "edgefdfa_head.h"
+#include "edgefdfa_learn.h"
 
-/* Beyond edgefdfa_head_status: the sample holds NaN or Inf (the caller says where), or load() was given
- * something other than a C-contiguous float32 buffer of the sample's shape (the caller checks it, says
- * what is wrong or makes it one). */
-enum { EDGEFDFA_SAMPLE_NOT_FINITE = 16, EDGEFDFA_SAMPLE_NOT_A_BUFFER = 17, EDGEFDFA_MAX_DIMS = 8 };
+/* Beyond the C statuses: a sample holds NaN or Inf, or is not a C-contiguous float32 buffer of the
+ * bound shape (the caller checks it, says what is wrong or makes it one). */
+enum { SAMPLE_NOT_FINITE = 16, SAMPLE_NOT_A_BUFFER = 17, EDGEFDFA_MAX_WIDTHS = 65 };
 
 typedef struct {
-    const edgefdfa_layer *layers;
+    PyObject_HEAD
+    edgefdfa_layer *layers;
     size_t n_layers;
-    float *sample; /* (n_sample): a sample of shape dims[0 .. ndim) */
-    size_t n_sample;
-    size_t ndim;
-    Py_ssize_t dims[EDGEFDFA_MAX_DIMS];
-    const float *features; /* (layers[0].n_in) */
-    float *output;         /* (layers[n_layers - 1].n_out) */
-    float *scratch;        /* (scratch_len): 2 * the widest layer */
+    Py_buffer params, x, raw, proba;       /* held while the Head lives */
+    Py_buffer feedback, u, target, ranges; /* bound by learning() / track(); obj NULL when not */
+    Py_buffer output;                      /* learn()'s output before its update, bound by learning() */
+    float *scratch;                        /* 2 * the widest layer: edgefdfa_head_forward's */
     size_t scratch_len;
-    int softmax;
-} edgefdfa_bound_head;
+    float *workspace;                      /* EDGEFDFA_LEARN_WORKSPACE_LEN: edgefdfa_learn_step's */
+    size_t workspace_len;
+    int learns;
+    edgefdfa_learn_config config;
+    edgefdfa_learn_result result;
+} HeadObject;
 
-size_t edgefdfa_bound_head_size(void) { return sizeof(edgefdfa_bound_head); }
-
-/* Store the pointers and the sample's shape in *head; EDGEFDFA_HEAD_BAD_ARGUMENT if a pointer is NULL,
- * a size is zero or the sample has more than EDGEFDFA_MAX_DIMS dimensions. */
-int edgefdfa_bind(edgefdfa_bound_head *head, const edgefdfa_layer *layers, size_t n_layers, float *sample,
-                  size_t ndim, const int64_t *dims, const float *features, float *output, float *scratch,
-                  size_t scratch_len, int softmax) {
-    if (head == NULL || layers == NULL || n_layers == 0 || sample == NULL || dims == NULL || ndim > EDGEFDFA_MAX_DIMS ||
-        features == NULL || output == NULL || scratch == NULL) {
-        return EDGEFDFA_HEAD_BAD_ARGUMENT;
-    }
-    *head = (edgefdfa_bound_head){layers, n_layers, sample, 1, ndim, {0}, features, output, scratch, scratch_len,
-                                  softmax};
-    for (size_t d = 0; d < ndim; ++d) {
-        if (dims[d] <= 0) return EDGEFDFA_HEAD_BAD_ARGUMENT;
-        head->dims[d] = (Py_ssize_t)dims[d];
-        head->n_sample *= (size_t)dims[d];
-    }
-    return EDGEFDFA_HEAD_OK;
+/* A buffer format that is one native float32. */
+static int is_float32(const char *format) {
+    return format != NULL && (!strcmp(format, "f") || !strcmp(format, "<f") || !strcmp(format, "=f"));
 }
 
-/* Whether x holds NaN or Inf: exponent bits all set. Integer compares OR-ed, so it vectorizes (SSE2 too). */
+/* Take a writable C-contiguous float32 buffer of n values from obj into view; else a ValueError naming it. */
+static int take(PyObject *obj, Py_buffer *view, Py_ssize_t n, const char *name) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) return -1;
+    if (!is_float32(view->format) || view->len != n * (Py_ssize_t)sizeof(float)) {
+        PyErr_Format(PyExc_ValueError, "_head.Head: %s must be %zd float32 values", name, n);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether x holds NaN or Inf: exponent bits all set. Integer compares OR-ed, so it vectorizes. */
 static int not_finite(const float *x, size_t n) {
     int32_t found = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -88,61 +79,249 @@ static void softmax(float *v, size_t n) {
     for (size_t j = 0; j < n; ++j) v[j] /= total;
 }
 
-/* Run the head on the features into the output: EDGEFDFA_HEAD_OK or edgefdfa_head_forward's failure. */
-int edgefdfa_run(const edgefdfa_bound_head *head) {
-    edgefdfa_head_status status = edgefdfa_head_forward(head->layers, head->n_layers, head->features, head->output,
-                                                        head->scratch, head->scratch_len);
-    if (status == EDGEFDFA_HEAD_OK && head->softmax) softmax(head->output, head->layers[head->n_layers - 1].n_out);
-    return (int)status;
+static void head_dealloc(HeadObject *self) {
+    Py_buffer *views[] = {&self->params, &self->x, &self->raw, &self->proba,
+                          &self->feedback, &self->u, &self->target, &self->ranges, &self->output};
+    for (size_t i = 0; i < sizeof views / sizeof views[0]; ++i) PyBuffer_Release(views[i]);
+    PyMem_Free(self->layers);
+    PyMem_Free(self->scratch);
+    PyMem_Free(self->workspace);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The edgefdfa_bound_head at a Python int address; NULL with an exception set if there is none. */
-static edgefdfa_bound_head *head_at(PyObject *address) {
-    edgefdfa_bound_head *head = PyLong_AsVoidPtr(address);
-    if (head == NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "_head: a NULL head");
-    return head;
-}
-
-/* A buffer format that is one native little-endian float32. */
-static int is_float32(const char *format) {
-    return format != NULL && (!strcmp(format, "f") || !strcmp(format, "<f") || !strcmp(format, "=f"));
-}
-
-/* Whether a buffer is a C-contiguous float32 sample of the bound shape. */
-static int is_sample(const edgefdfa_bound_head *head, const Py_buffer *view) {
-    if ((size_t)view->ndim != head->ndim || !is_float32(view->format)) return 0;
-    for (size_t d = 0; d < head->ndim; ++d) {
-        if (view->shape[d] != head->dims[d]) return 0;
+/* Head(activations: bytes, sizes: tuple of widths, params, x, raw, probabilities): the layers, each
+ * with its edgefdfa_activation code, pointed into params; x the input row, raw and probabilities the
+ * (K,) outputs. Every array a writable C-ordered float32 one of its size. */
+static int head_init(HeadObject *self, PyObject *args, PyObject *kwargs) {
+    const char *codes;
+    Py_ssize_t n_codes;
+    PyObject *sizes, *params, *x, *raw, *proba;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "_head.Head takes no keyword arguments");
+        return -1;
     }
-    return 1;
+    if (self->layers != NULL) {
+        PyErr_SetString(PyExc_TypeError, "_head.Head is bound once");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "y#O!OOOO", &codes, &n_codes, &PyTuple_Type, &sizes, &params, &x, &raw, &proba)) {
+        return -1;
+    }
+    if (n_codes < 1 || PyTuple_GET_SIZE(sizes) != n_codes + 1) {
+        PyErr_SetString(PyExc_ValueError, "_head.Head: one activation per layer, one more width than layers");
+        return -1;
+    }
+    size_t n_layers = (size_t)n_codes, widest = 0;
+    Py_ssize_t n_params = 0;
+    uint32_t width[EDGEFDFA_MAX_WIDTHS];
+    if (n_layers + 1 > EDGEFDFA_MAX_WIDTHS) {
+        PyErr_SetString(PyExc_ValueError, "_head.Head: too many layers");
+        return -1;
+    }
+    for (size_t l = 0; l <= n_layers; ++l) {
+        long n = PyLong_AsLong(PyTuple_GET_ITEM(sizes, (Py_ssize_t)l));
+        if (n == -1 && PyErr_Occurred()) return -1;
+        if (n < 1 || n > (long)UINT32_MAX / 2) {
+            PyErr_SetString(PyExc_ValueError, "_head.Head: widths must be positive");
+            return -1;
+        }
+        width[l] = (uint32_t)n;
+        if (l > 0) {
+            n_params += (Py_ssize_t)width[l] * (Py_ssize_t)width[l - 1] + (Py_ssize_t)width[l];
+            if (width[l] > widest) widest = width[l];
+        }
+    }
+    for (size_t l = 0; l < n_layers; ++l) {
+        if ((unsigned char)codes[l] > EDGEFDFA_SIGMOID) {
+            PyErr_Format(PyExc_ValueError, "_head.Head: activation code %d is not an edgefdfa_activation",
+                         (int)(unsigned char)codes[l]);
+            return -1;
+        }
+    }
+    if (take(params, &self->params, n_params, "params") || take(x, &self->x, width[0], "x") ||
+        take(raw, &self->raw, width[n_layers], "raw") || take(proba, &self->proba, width[n_layers], "probabilities")) {
+        return -1;
+    }
+    self->layers = PyMem_Calloc(n_layers, sizeof(edgefdfa_layer));
+    self->scratch_len = 2 * widest;
+    self->scratch = PyMem_Calloc(self->scratch_len, sizeof(float));
+    if (self->layers == NULL || self->scratch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->n_layers = n_layers;
+    float *at = self->params.buf;
+    for (size_t l = 0; l < n_layers; ++l) {
+        edgefdfa_layer *layer = &self->layers[l];
+        layer->n_in = width[l];
+        layer->n_out = width[l + 1];
+        layer->w_f32 = layer->w_learn = at;
+        at += (size_t)layer->n_out * layer->n_in;
+        layer->bias = layer->bias_learn = at;
+        at += layer->n_out;
+        layer->activation = (uint8_t)codes[l];
+    }
+    return 0;
 }
 
-/* _head.load(address, sample) -> int: copy the sample into the bound sample buffer (the backbone's
- * input) and check it: 0, EDGEFDFA_SAMPLE_NOT_FINITE or EDGEFDFA_SAMPLE_NOT_A_BUFFER (nothing copied:
- * not a C-contiguous float32 buffer of the sample's shape). */
-static PyObject *py_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_head.load(address, sample) takes 2 arguments");
+/* Head.load(sample) -> status: copy the sample into x if it is a C-contiguous float32 buffer of x's
+ * size and one dimension, and check it: 0, SAMPLE_NOT_FINITE or SAMPLE_NOT_A_BUFFER (nothing copied). */
+static PyObject *head_load(HeadObject *self, PyObject *sample) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(sample, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        return PyLong_FromLong(SAMPLE_NOT_A_BUFFER);
+    }
+    int fits = view.ndim == 1 && is_float32(view.format) && view.len == self->x.len;
+    if (fits) memcpy(self->x.buf, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (!fits) return PyLong_FromLong(SAMPLE_NOT_A_BUFFER);
+    return PyLong_FromLong(not_finite(self->x.buf, (size_t)self->x.len / sizeof(float)) ? SAMPLE_NOT_FINITE : 0);
+}
+
+static int forward(HeadObject *self, float *out) {
+    return (int)edgefdfa_head_forward(self->layers, self->n_layers, self->x.buf, out, self->scratch,
+                                      self->scratch_len);
+}
+
+/* Head.raw() -> status: the head on x into raw. */
+static PyObject *head_raw(HeadObject *self, PyObject *unused) {
+    (void)unused;
+    return PyLong_FromLong(forward(self, self->raw.buf));
+}
+
+/* Head.probabilities() -> status: the head on x, softmaxed, into probabilities. */
+static PyObject *head_probabilities(HeadObject *self, PyObject *unused) {
+    (void)unused;
+    int status = forward(self, self->proba.buf);
+    if (status == EDGEFDFA_HEAD_OK) softmax(self->proba.buf, (size_t)self->proba.len / sizeof(float));
+    return PyLong_FromLong(status);
+}
+
+/* Take obj into view as n float32 values, or leave view empty for None (allowed when n == 0). */
+static int take_optional(PyObject *obj, Py_buffer *view, Py_ssize_t n, const char *name) {
+    if (obj == Py_None) {
+        if (n == 0) return 0;
+        PyErr_Format(PyExc_ValueError, "_head.Head: this rule needs %s", name);
+        return -1;
+    }
+    return take(obj, view, n, name);
+}
+
+/* Head.learning(rule, loss, alpha, sigma, max_sumsq, feedback, u, target, output): bind what learn()
+ * uses. feedback: B (K x the hidden widths) for FDFA and DFA with hidden layers, else None; u: the
+ * hidden widths' perturbations for FDFA, else None; target: (K,) for mse, else None; output: (K,),
+ * where learn() writes the raw output of its forward pass (before the update). */
+static PyObject *head_learning(HeadObject *self, PyObject *args) {
+    int rule, loss;
+    float alpha, sigma, max_sumsq;
+    PyObject *feedback, *u, *target, *output;
+    if (!PyArg_ParseTuple(args, "iifffOOOO", &rule, &loss, &alpha, &sigma, &max_sumsq, &feedback, &u, &target,
+                          &output)) {
         return NULL;
     }
-    edgefdfa_bound_head *head = head_at(args[0]);
-    if (head == NULL) return NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-        PyErr_Clear();
-        return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
+    if (rule < EDGEFDFA_RULE_FDFA || rule > EDGEFDFA_RULE_BP || loss < EDGEFDFA_LOSS_CE || loss > EDGEFDFA_LOSS_MSE) {
+        PyErr_SetString(PyExc_ValueError, "_head.Head.learning: not an edgefdfa_rule / edgefdfa_loss");
+        return NULL;
     }
-    int fits = is_sample(head, &view);
-    if (fits) memcpy(head->sample, view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
-    if (!fits) return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
-    return PyLong_FromLong(not_finite(head->sample, head->n_sample) ? EDGEFDFA_SAMPLE_NOT_FINITE : 0);
+    if (self->learns) {
+        PyErr_SetString(PyExc_TypeError, "_head.Head.learning is bound once");
+        return NULL;
+    }
+    size_t hidden = 0, sum_out = 0;
+    for (size_t l = 0; l < self->n_layers; ++l) {
+        sum_out += self->layers[l].n_out;
+        if (l + 1 < self->n_layers) hidden += self->layers[l].n_out;
+    }
+    size_t n_classes = self->layers[self->n_layers - 1].n_out;
+    Py_ssize_t n_feedback = rule == EDGEFDFA_RULE_BP ? 0 : (Py_ssize_t)EDGEFDFA_LEARN_FEEDBACK_LEN(n_classes, hidden);
+    Py_ssize_t n_u = rule == EDGEFDFA_RULE_FDFA ? (Py_ssize_t)EDGEFDFA_LEARN_U_LEN(hidden) : 0;
+    Py_ssize_t n_target = loss == EDGEFDFA_LOSS_MSE ? (Py_ssize_t)n_classes : 0;
+    if (take_optional(feedback, &self->feedback, n_feedback, "feedback") || take_optional(u, &self->u, n_u, "u") ||
+        take_optional(target, &self->target, n_target, "target") ||
+        take(output, &self->output, (Py_ssize_t)n_classes, "output")) {
+        PyBuffer_Release(&self->feedback);
+        PyBuffer_Release(&self->u);
+        PyBuffer_Release(&self->target);
+        return NULL;
+    }
+    self->workspace_len = EDGEFDFA_LEARN_WORKSPACE_LEN(sum_out, n_classes);
+    self->workspace = PyMem_Calloc(self->workspace_len, sizeof(float));
+    if (self->workspace == NULL) return PyErr_NoMemory();
+    self->config = (edgefdfa_learn_config){(uint8_t)rule, (uint8_t)loss, 0.0f, alpha, sigma, max_sumsq};
+    self->learns = 1;
+    Py_RETURN_NONE;
 }
 
-/* _head.copy_sample(dst, src) -> int: copy src into dst, both C-contiguous float32 buffers of one
- * shape (dst writable), and check it: 0, EDGEFDFA_SAMPLE_NOT_FINITE, or EDGEFDFA_SAMPLE_NOT_A_BUFFER
- * (nothing copied: src is not such a buffer of dst's shape). A backbone takes its sample this way. */
+/* Head.track(ranges): from now on learn() widens ranges (L x 4 float32) on every applied step. */
+static PyObject *head_track(HeadObject *self, PyObject *ranges) {
+    PyBuffer_Release(&self->ranges);
+    if (take(ranges, &self->ranges, (Py_ssize_t)(4 * self->n_layers), "ranges")) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Head.learn(label, lr) -> status: one edgefdfa_learn_step on x (label: the class for ce, ignored for
+ * mse, whose target is the bound one); output gets the raw output before the update. loss, step_sumsq and
+ * feedback_sumsq hold the step's values. */
+static PyObject *head_learn(HeadObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_head.Head.learn(label, lr) takes 2 arguments");
+        return NULL;
+    }
+    if (!self->learns) {
+        PyErr_SetString(PyExc_TypeError, "_head.Head.learn before learning()");
+        return NULL;
+    }
+    unsigned long label = PyLong_AsUnsignedLong(args[0]);
+    if (label == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    double lr = PyFloat_AsDouble(args[1]);
+    if (lr == -1.0 && PyErr_Occurred()) return NULL;
+    self->config.lr = (float)lr;
+    edgefdfa_learn_status status = edgefdfa_learn_step(
+        &self->config, self->layers, self->n_layers, self->feedback.buf, self->x.buf,
+        label > UINT32_MAX ? UINT32_MAX : (uint32_t)label, self->target.buf, self->u.buf, self->output.buf,
+        self->ranges.buf, self->workspace, self->workspace_len, &self->result);
+    return PyLong_FromLong((long)status);
+}
+
+static PyMethodDef head_methods[] = {
+    {"load", (PyCFunction)head_load, METH_O,
+     "load(sample) -> status: copy a float32 sample into x and check it is finite."},
+    {"raw", (PyCFunction)head_raw, METH_NOARGS, "raw() -> status: the head on x into raw."},
+    {"probabilities", (PyCFunction)head_probabilities, METH_NOARGS,
+     "probabilities() -> status: the head on x, softmaxed, into probabilities."},
+    {"learning", (PyCFunction)head_learning, METH_VARARGS,
+     "learning(rule, loss, alpha, sigma, max_sumsq, feedback, u, target, output): bind what learn() uses."},
+    {"track", (PyCFunction)head_track, METH_O, "track(ranges): learn() widens these (L, 4) ranges."},
+    {"learn", (PyCFunction)(void (*)(void))head_learn, METH_FASTCALL,
+     "learn(label, lr) -> status: one SGD step on x (edgefdfa_learn_step)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef head_members[] = {
+    {"loss", T_FLOAT, offsetof(HeadObject, result.loss), READONLY, "the last learn()'s loss, before its update"},
+    {"step_sumsq", T_FLOAT, offsetof(HeadObject, result.step_sumsq), READONLY, "the last learn()'s |gradient|^2"},
+    {"feedback_sumsq", T_FLOAT, offsetof(HeadObject, result.feedback_sumsq), READONLY,
+     "the last learn()'s bound on |feedback change|^2 (FDFA)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject HeadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgefdfa._head.Head",
+    .tp_doc = "A dense head bound to a learner's weights and buffers: the firmware's forward pass and learning step.",
+    .tp_basicsize = sizeof(HeadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)head_init,
+    .tp_dealloc = (destructor)head_dealloc,
+    .tp_methods = head_methods,
+    .tp_members = head_members,
+};
+
+/* copy_sample(dst, src) -> status: copy src into dst, both C-contiguous float32 buffers of one shape
+ * (dst writable), and check it: 0, SAMPLE_NOT_FINITE, or SAMPLE_NOT_A_BUFFER (nothing copied: src is
+ * not such a buffer of dst's shape). A backbone takes its sample this way. */
 static PyObject *py_copy_sample(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 2) {
@@ -154,37 +333,70 @@ static PyObject *py_copy_sample(PyObject *module, PyObject *const *args, Py_ssiz
     if (PyObject_GetBuffer(args[1], &src, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
         PyErr_Clear();
         PyBuffer_Release(&dst);
-        return PyLong_FromLong(EDGEFDFA_SAMPLE_NOT_A_BUFFER);
+        return PyLong_FromLong(SAMPLE_NOT_A_BUFFER);
     }
     int fits = is_float32(dst.format) && is_float32(src.format) && src.ndim == dst.ndim && src.len == dst.len;
     for (int d = 0; fits && d < src.ndim; ++d) fits = src.shape[d] == dst.shape[d];
-    int status = EDGEFDFA_SAMPLE_NOT_A_BUFFER;
+    int status = SAMPLE_NOT_A_BUFFER;
     if (fits) {
         memcpy(dst.buf, src.buf, (size_t)src.len);
-        status = not_finite(dst.buf, (size_t)dst.len / sizeof(float)) ? EDGEFDFA_SAMPLE_NOT_FINITE : 0;
+        status = not_finite(dst.buf, (size_t)dst.len / sizeof(float)) ? SAMPLE_NOT_FINITE : 0;
     }
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
     return PyLong_FromLong(status);
 }
 
-/* _head.run(address) -> int: edgefdfa_run on the edgefdfa_bound_head at that address. */
-static PyObject *py_run(PyObject *module, PyObject *address) {
-    (void)module;
-    const edgefdfa_bound_head *head = head_at(address);
-    return head == NULL ? NULL : PyLong_FromLong(edgefdfa_run(head));
-}
-
-static PyMethodDef methods[] = {
-    {"load", (PyCFunction)(void (*)(void))py_load, METH_FASTCALL,
-     "load(address, sample) -> status: copy the sample into the bound buffer and check it is finite."},
-    {"run", py_run, METH_O, "run(address) -> status: run the bound head on the bound features."},
+static PyMethodDef module_methods[] = {
     {"copy_sample", (PyCFunction)(void (*)(void))py_copy_sample, METH_FASTCALL,
      "copy_sample(dst, src) -> status: copy a float32 sample of dst's shape into dst and check it is finite."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_head", "edgefdfa's compiled head (edgefdfa/native.py)",
-                                    -1, methods, NULL, NULL, NULL, NULL};
+                                    -1, module_methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__head(void) { return PyModule_Create(&module); }
+#define CONSTANT(name, value) {name, (long)(value)}
+
+PyMODINIT_FUNC PyInit__head(void) {
+    static const struct {
+        const char *name;
+        long value;
+    } constants[] = {
+        CONSTANT("SAMPLE_NOT_FINITE", SAMPLE_NOT_FINITE),
+        CONSTANT("SAMPLE_NOT_A_BUFFER", SAMPLE_NOT_A_BUFFER),
+        CONSTANT("IDENTITY", EDGEFDFA_IDENTITY),
+        CONSTANT("RELU", EDGEFDFA_RELU),
+        CONSTANT("TANH", EDGEFDFA_TANH),
+        CONSTANT("SIGMOID", EDGEFDFA_SIGMOID),
+        CONSTANT("RULE_FDFA", EDGEFDFA_RULE_FDFA),
+        CONSTANT("RULE_DFA", EDGEFDFA_RULE_DFA),
+        CONSTANT("RULE_BP", EDGEFDFA_RULE_BP),
+        CONSTANT("LOSS_CE", EDGEFDFA_LOSS_CE),
+        CONSTANT("LOSS_MSE", EDGEFDFA_LOSS_MSE),
+        CONSTANT("LEARN_OK", EDGEFDFA_LEARN_OK),
+        CONSTANT("LEARN_BAD_ARGUMENT", EDGEFDFA_LEARN_BAD_ARGUMENT),
+        CONSTANT("LEARN_BAD_ACTIVATION", EDGEFDFA_LEARN_BAD_ACTIVATION),
+        CONSTANT("LEARN_BAD_RULE", EDGEFDFA_LEARN_BAD_RULE),
+        CONSTANT("LEARN_BAD_LABEL", EDGEFDFA_LEARN_BAD_LABEL),
+        CONSTANT("LEARN_WORKSPACE_TOO_SMALL", EDGEFDFA_LEARN_WORKSPACE_TOO_SMALL),
+        CONSTANT("LEARN_DIVERGED_LOSS", EDGEFDFA_LEARN_DIVERGED_LOSS),
+        CONSTANT("LEARN_DIVERGED_STEP", EDGEFDFA_LEARN_DIVERGED_STEP),
+        CONSTANT("LEARN_DIVERGED_FEEDBACK", EDGEFDFA_LEARN_DIVERGED_FEEDBACK),
+    };
+    if (PyType_Ready(&HeadType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    for (size_t i = 0; i < sizeof constants / sizeof constants[0]; ++i) {
+        if (PyModule_AddIntConstant(m, constants[i].name, constants[i].value) < 0) goto fail;
+    }
+    Py_INCREF(&HeadType);
+    if (PyModule_AddObject(m, "Head", (PyObject *)&HeadType) < 0) {
+        Py_DECREF(&HeadType);
+        goto fail;
+    }
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -131,9 +131,18 @@ class Learner:
         self._out = np.zeros(K, dtype=np.float32)
         # fused in-place SGD for single samples, when BLAS ger is at hand (see blas.py)
         self.fused = blas.available and self.rule.local and cfg.optimizer == "sgd"
-        # predictions in C on the weights in place, where the extension is built (see native.py)
-        self._compiled = (native.Forward(self.net.W, self.net.b, list(cfg.activations), self._x)
-                          if native.compiles(list(cfg.activations)) else None)
+        self._last = np.zeros(K, dtype=np.float32)  # the last learn_one's output before its update
+        self._u: np.ndarray | None = None  # FDFA's draws for the compiled step, every hidden layer's back to back
+        # predictions, and learn_one where the C step computes this rule, in C on the weights in place (native.py)
+        self._compiled = None
+        if native.compiles(list(cfg.activations)):
+            self._compiled, self._raw, self._proba = native.head(cfg.sizes, list(cfg.activations), self.net.params,
+                                                                 self._x)
+        self._learns = (self._compiled is not None and cfg.optimizer == "sgd" and self.rule.kernel() in native.RULES
+                        and cfg.loss in native.LOSSES)
+        self._classes = K if self.loss.classification else 0  # labels a compiled step takes as they are
+        if self._learns:
+            self._bind_step()
         self.ranges: np.ndarray | None = None  # (L, 4) [min a, max a, min h, max h] per layer, when tracked
         self.n_seen = 0  # samples learned from
         self.n_updates = 0  # optimiser steps taken
@@ -142,6 +151,11 @@ class Learner:
     def compiled(self) -> bool:
         """Whether predictions run in C (the extension is built and EDGEFDFA_NATIVE is not 0)."""
         return self._compiled is not None
+
+    @property
+    def learns_compiled(self) -> bool:
+        """Whether learn_one runs the C step (compiled, SGD, and a rule and loss edgefdfa_learn.c has)."""
+        return self._learns
 
     @property
     def n_inputs(self) -> int:
@@ -154,11 +168,25 @@ class Learner:
     # the streaming API
 
     def learn_one(self, x: Any, y: Any) -> float:
-        """Learn from one sample; returns its loss before the update. A step that would leave a
-        non-finite value raises DivergedError and changes nothing."""
+        """Learn from one sample; returns its loss before the update (`last_output` is the output
+        the step computed before it). A step that would leave a non-finite value raises DivergedError
+        and changes nothing. In C where `learns_compiled`, with the same draws and the same result."""
+        if self._learns:
+            return self._learn_compiled(x, y)
         self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
         self._put_target(y, 0)
-        return self._update(self._one, self._target)
+        loss = self._update(self._one, self._target)
+        np.copyto(self._last, self._one.y[0])
+        return loss
+
+    def last_output(self, probabilities: bool = False) -> np.ndarray:
+        """The last learn_one's output for its sample before its update, as a new (K,) array: what
+        output_one(x, probabilities) gave just before, so a test-then-train step runs the head once."""
+        if probabilities and self.loss.classification:
+            out = np.empty_like(self._last)
+            self.loss.output(self._last[None, :], out[None, :])
+            return out
+        return self._last.copy()
 
     def learn_many(self, X: Any, Y: Any) -> float:
         """Learn from a mini-batch, one update per `batch_size` rows; returns the mean loss.
@@ -197,9 +225,9 @@ class Learner:
                 self._put_features(np.asarray(x), self._x, "x")
             if self.loss.classification and probabilities:
                 compiled.probabilities()
-                return compiled.output_probabilities.copy()
+                return self._proba.copy()
             compiled.raw()
-            return compiled.output_raw.copy()
+            return self._raw.copy()
         bt = self._one
         self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
         self.net.forward(bt, derivatives=False)
@@ -224,6 +252,51 @@ class Learner:
         if self.ranges is None:
             L = self.net.n_layers
             self.ranges = np.array([[np.inf, -np.inf, np.inf, -np.inf]] * L, np.float32)
+            if self._learns:
+                self._compiled.track(self.ranges)  # widened by the C step, in place
+
+    def _bind_step(self) -> None:
+        """Bind the compiled step to the rule's feedback, the draws' buffer, the target row and _last."""
+        cfg, hidden = self.config, sum(self.config.sizes[1:-1])
+        rule = self.rule.kernel()
+        if rule == "fdfa" and hidden:
+            self._u = np.zeros(hidden, dtype=np.float32)
+        feedback = self.rule.state()["B"] if rule != "bp" and hidden else None
+        target = None if self.loss.classification else self._targets[0]
+        self._compiled.learning(native.code(native.RULES, rule), native.code(native.LOSSES, cfg.loss), cfg.alpha,
+                                cfg.sigma, MAX_STEP_SUMSQ, feedback, self._u, target, self._last)
+
+    def _learn_compiled(self, x: Any, y: Any) -> float:
+        """learn_one in C: the sample and target checked as the NumPy path checks them, u drawn as it
+        draws them (one call fills every layer's in order), then edgefdfa_learn_step."""
+        head = self._compiled
+        if head.load(x):  # not a finite C-ordered float32 row as it is: checked, named or cast here
+            self._put_features(x if isinstance(x, np.ndarray) else np.asarray(x), self._x, "x")
+        if type(y) is int and self._classes > y >= 0:  # the common label: no further checks needed
+            label = y
+        else:
+            self._put_target(y, 0)
+            label = int(self._targets[0]) if self.loss.classification else 0
+        u, rng_state = self._u, None
+        if u is not None:
+            rng = self.rng
+            rng_state = rng.bit_generator.state
+            rng.standard_normal(out=u, dtype=np.float32)
+            if self.config.sigma != 1.0:
+                u *= self.config.sigma
+        status = head.learn(label, self.optimizer.lr)
+        if status:
+            if rng_state is not None:
+                self.rng.bit_generator.state = rng_state
+            check = native.DIVERGED.get(status)
+            if check is None:
+                raise RuntimeError(f"edgefdfa_learn_step: status {status} on arguments the learner checked")
+            raise self._diverged(f"loss {head.loss}" if check == "loss" else
+                                 f"gradient norm {math.sqrt(head.step_sumsq):.3g}" if check == "step" else
+                                 f"feedback change {math.sqrt(head.feedback_sumsq):.3g}", 1)
+        self.n_seen += 1
+        self.n_updates += 1
+        return head.loss
 
     def _track(self, bt) -> None:
         """Widen `ranges` to this step's activities (before the update: what the head computed)."""
@@ -346,11 +419,14 @@ class Learner:
             return  # NaN compares False: refused below
         if rng_state is not None:
             self.rng.bit_generator.state = rng_state
-        what = (f"loss {loss}" if not math.isfinite(loss) else
-                f"gradient norm {math.sqrt(grad_sumsq):.3g}" if not grad_sumsq <= MAX_STEP_SUMSQ else
-                f"feedback change {math.sqrt(pending):.3g}")
-        raise DivergedError(f"step {self.n_updates + 1} diverged ({what}, over {bt.m} sample(s)) at lr "
-                            f"{self.optimizer.lr:g}; it was not applied: lower the learning rate")
+        raise self._diverged(f"loss {loss}" if not math.isfinite(loss) else
+                             f"gradient norm {math.sqrt(grad_sumsq):.3g}" if not grad_sumsq <= MAX_STEP_SUMSQ else
+                             f"feedback change {math.sqrt(pending):.3g}", bt.m)
+
+    def _diverged(self, what: str, m: int) -> DivergedError:
+        """The refusal of the next step, naming what was over the bound."""
+        return DivergedError(f"step {self.n_updates + 1} diverged ({what}, over {m} sample(s)) at lr "
+                             f"{self.optimizer.lr:g}; it was not applied: lower the learning rate")
 
     def _put_features(self, x: np.ndarray, dst: np.ndarray, name: str) -> None:
         """Copy one feature vector into `dst` (n_in,) as float32, or raise BadSampleError naming the fault."""

@@ -138,6 +138,9 @@ class OnlineRun:
             x, y = ready
         else:
             x, y = x.reshape(self.sample_shape), sample.y
+        if y is not None and self.config.learn and self.config.delay == 0:
+            self._test_then_train(x, y)
+            return
         try:
             out, features = self._observe(x)
         except BadSampleError:
@@ -146,18 +149,41 @@ class OnlineRun:
         if not _finite(features):  # the backbone overflowed (e.g. a std of 1e20s): nothing to learn from
             self._skip("bad input")
             return
-        if y is not None:  # test: score the prediction made before any learning on this sample
-            self.metrics.score(int(out.argmax()) if self.classification else out, y)
-            loss = self._prediction_loss(out, y)
-            self.metrics.loss(loss)
-            if self.drift.update(min(loss, self.config.drift_clip)):
-                self._react()
-            if self.metrics.n % self.config.history_every == 0:
-                self._record()
+        if y is not None:
+            self._score(out, y)
         if self.config.learn:
             due = self.delayed.push(features, y)
             if due is not None:
                 self._learn(*due)
+
+    def _test_then_train(self, x: np.ndarray, y: Any) -> None:
+        """A labelled sample learned at once: one head pass, learn_one's, whose output before the update
+        is the prediction scored (a drift reaction it sets off acts from the next sample on)."""
+        try:
+            features = x if not isinstance(self.model, EdgeModel) else self.model.features(x)
+        except BadSampleError:
+            self._skip("bad input")
+            return
+        if not _finite(features):  # the backbone overflowed (e.g. a std of 1e20s): nothing to learn from
+            self._skip("bad input")
+            return
+        if self._learn(features, y):
+            self._score(self.learner.last_output(probabilities=self.classification), y)
+        else:  # refused: nothing learned, the prediction from a plain forward pass
+            try:
+                self._score(self._observe(x)[0], y)
+            except BadSampleError:
+                pass  # counted once, by _learn
+
+    def _score(self, out: np.ndarray, y: Any) -> None:
+        """Test: score the prediction made before any learning on this sample, feed the drift detector."""
+        self.metrics.score(int(out.argmax()) if self.classification else out, y)
+        loss = self._prediction_loss(out, y)
+        self.metrics.loss(loss)
+        if self.drift.update(min(loss, self.config.drift_clip)):
+            self._react()
+        if self.metrics.n % self.config.history_every == 0:
+            self._record()
 
     def _observe(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities or prediction, head features) for one sample."""
@@ -175,20 +201,22 @@ class OnlineRun:
             return -math.log(max(float(out[int(y)]), 1e-12))
         return float(np.mean((out - np.asarray(y, dtype=np.float64)) ** 2))
 
-    def _learn(self, features: np.ndarray, y: Any) -> None:
+    def _learn(self, features: np.ndarray, y: Any) -> bool:
+        """learn_one, refusals counted and reported; whether the step was applied."""
         try:
             self.learner.learn_one(features, y)
         except BadSampleError:  # refused by the learner: nothing was applied
             self._skip("bad input")
-            return
+            return False
         except DivergedError as exc:  # the step would have left non-finite weights: not applied
             self._skip("diverged")
             self._event("diverged", f"sample {self.consumed}: {exc}")
-            return
+            return False
         if self._boost_left:
             self._boost_left -= 1
             if not self._boost_left:
                 self.learner.optimizer.set_lr(self._base_lr)
+        return True
 
     def _react(self) -> None:
         detail = "reported"

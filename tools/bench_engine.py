@@ -27,6 +27,14 @@ buffers, autograd's graph). "import" is the peak RSS of a bare process that only
 (and torch, for torch rows). The launcher imports neither, so ru_maxrss, which Linux carries over
 from the launcher through exec, stays below every worker's.
 
+"ort" is ONNX Runtime's on-device training (onnxruntime-training-cpu 1.19.2: artifacts with SGD and
+cross-entropy made by onnxruntime.training.artifacts from an ONNX Gemm/Relu graph of the same net; one
+intra-op and one inter-op thread in the Module's SessionOptions), the strongest peer at batch 1.
+"c-floor" is the compiled step's own floor: tools/bench_learn_floor.c runs edgefdfa_learn_step in a C
+loop (the extension's compiler flags, u drawn in advance), so the Python overhead of fdfa's learn_one is the
+difference. The script runs in a virtual environment of its own under ~/.cache (VENV), made on first
+use with the pinned packages (PINS) and re-entered by the script itself.
+
     PYTHONPATH=. python tools/bench_engine.py [--quick]
 
 Prints a markdown table and writes bench/results/bench_engine.json.
@@ -55,12 +63,21 @@ if TYPE_CHECKING:  # the launcher itself never imports numpy: see the docstring
     import numpy as np
 
 NETS = {"64-128-10": ("digits", [64, 128, 10]), "784-256-256-10": ("mnist5k", [784, 256, 256, 10])}
-IMPLS = ("fdfa", "dfa", "bp", "torch-bp", "bound", "floor", "guard")
+IMPLS = ("fdfa", "dfa", "bp", "torch-bp", "ort", "bound", "floor", "guard")
+VENV = Path.home() / ".cache" / "edgefdfa-ort-training"
+PINS = ["onnxruntime-training-cpu==1.19.2", "torch==2.13.0", "onnx==1.17.0", "scipy"]
+ROOT = Path(__file__).resolve().parents[1]
 TARGETS = [  # (description, net, measure, threshold): fdfa's speedup must reach it, its x_bound stay under it
     ("fdfa >= 10x faster than torch BP", "64-128-10", "speedup_vs_torch", 10.0),
     ("fdfa >= 5x faster than torch BP", "784-256-256-10", "speedup_vs_torch", 5.0),
     ("fdfa within 2.5x of the memory bound", "784-256-256-10", "x_bound", 2.5),
+    ("fdfa >= 3x ONNX Runtime training's steps/s", "64-128-10", "speedup_vs_ort", 3.0),
+    ("fdfa >= 3x ONNX Runtime training's steps/s", "784-256-256-10", "speedup_vs_ort", 3.0),
+    ("fdfa peak RSS <= 1/3 of ONNX Runtime training's", "64-128-10", "rss_vs_ort", 1 / 3),
+    ("fdfa peak RSS <= 1/3 of ONNX Runtime training's", "784-256-256-10", "rss_vs_ort", 1 / 3),
+    ("fdfa >= 20x faster than torch BP", "64-128-10", "speedup_vs_torch", 20.0),
 ]
+AT_MOST = {"x_bound", "rss_vs_ort"}  # measures a target bounds from above
 WARMUP = 300
 BLOCK = 100  # steps per implementation before the next one takes over (interleaved timing)
 RSS_STEPS = 300  # steps a memory worker takes before reading its peak RSS
@@ -119,6 +136,75 @@ def torch_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
         return loss
 
     return step
+
+
+def ort_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
+    """ONNX Runtime on-device training: SGD + cross-entropy artifacts for the same Gemm/Relu net,
+    one thread in and between ops; one Module call and one Optimizer step per sample."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.training import artifacts
+    from onnxruntime.training.api import CheckpointState, Module, Optimizer
+
+    rng = np.random.default_rng(0)
+    nodes, inits, params, h = [], [], [], "x"
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = np.sqrt(6.0 / n_in)
+        inits += [numpy_helper.from_array(rng.uniform(-bound, bound, (n_out, n_in)).astype(np.float32), f"W{l}"),
+                  numpy_helper.from_array(np.zeros(n_out, np.float32), f"b{l}")]
+        params += [f"W{l}", f"b{l}"]
+        out = "logits" if l == len(sizes) - 2 else f"a{l}"
+        nodes.append(helper.make_node("Gemm", [h, f"W{l}", f"b{l}"], [out], transB=1))
+        if out != "logits":
+            nodes.append(helper.make_node("Relu", [out], [f"h{l}"]))
+            h = f"h{l}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sizes[0]])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, sizes[-1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder = Path(tempfile.mkdtemp(prefix="ort-artifacts-"))
+    artifacts.generate_artifacts(model, requires_grad=params, loss=artifacts.LossType.CrossEntropyLoss,
+                                 optimizer=artifacts.OptimType.SGD, artifact_directory=folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    state = CheckpointState.load_checkpoint(str(folder / "checkpoint"))
+    module = Module(str(folder / "training_model.onnx"), state, str(folder / "eval_model.onnx"),
+                    session_options=options)
+    optimizer = Optimizer(str(folder / "optimizer_model.onnx"), module)
+    optimizer.set_learning_rate(0.01)
+    module.train()
+    rows, labels = [x[None, :] for x in X.astype(np.float32)], [np.array([t], np.int64) for t in y]
+
+    def step(i: int) -> Any:
+        loss = module(rows[i % len(rows)], labels[i % len(rows)])
+        optimizer.step()
+        module.lazy_reset_grad()
+        return loss
+
+    return step
+
+
+def c_floor(sizes: list[int], X: np.ndarray, y: np.ndarray, n: int) -> dict:
+    """tools/bench_learn_floor.c built with the extension's flags (Python's CFLAGS, then setup.py's)
+    and run on the same rows: µs per step."""
+    import re
+    import sysconfig
+    import tempfile
+
+    import numpy as np
+
+    flags = re.search(r"extra_compile_args=\[([^]]*)\]", (ROOT / "setup.py").read_text()).group(1)
+    exe = Path(tempfile.mkdtemp(prefix="learn-floor-")) / "floor"
+    c_dir = ROOT / "firmware_bridge" / "c"
+    subprocess.run(["cc", *sysconfig.get_config_var("CFLAGS").split(), *(f.strip().strip('"') for f in flags.split(",")),
+                    f"-I{c_dir}",
+                    str(ROOT / "tools" / "bench_learn_floor.c"), str(c_dir / "edgefdfa_learn.c"), "-lm", "-o",
+                    str(exe)], check=True)
+    data = X.astype("<f4").tobytes() + y.astype("<i4").tobytes()
+    out = subprocess.run([str(exe), str(n), *map(str, sizes)], input=data, capture_output=True, check=True).stdout
+    return json.loads(out)
 
 
 def bound_step(sizes: list[int]) -> Step:
@@ -235,6 +321,8 @@ def guard_step(sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
 def make_step(impl: str, sizes: list[int], X: np.ndarray, y: np.ndarray) -> Step:
     if impl == "torch-bp":
         return torch_step(sizes, X, y)
+    if impl == "ort":
+        return ort_step(sizes, X, y)
     if impl == "bound":
         return bound_step(sizes)
     if impl == "floor":
@@ -269,8 +357,11 @@ def timing_worker(net: str, n: int) -> dict:
                 step(i)
                 times[impl].append((time.perf_counter_ns() - t0) / 1e3)
                 i += 1
-    return {impl: {"median_us": statistics.median(t), "p90_us": statistics.quantiles(t, n=10)[-1]}
+    rows = {impl: {"median_us": statistics.median(t), "p90_us": statistics.quantiles(t, n=10)[-1]}
             for impl, t in times.items()}
+    floor = c_floor(sizes, X, y, max(n, 3000))  # after the Python rows: the same machine state
+    rows["c-floor"] = {"median_us": floor["median_us"], "p90_us": float("nan"), "refused": floor["refused"]}
+    return rows
 
 
 def worker(impl: str, net: str, n: int) -> dict:
@@ -278,7 +369,7 @@ def worker(impl: str, net: str, n: int) -> dict:
     import numpy as np
     import numpy.random  # noqa: F401  (loaded lazily otherwise, and counted as the learner's 7 MiB)
 
-    if "torch" in impl:
+    if "torch" in impl or impl == "ort":
         import torch
 
         torch.set_num_threads(1)
@@ -316,10 +407,14 @@ def measure(n: int) -> tuple[dict, list[dict]]:
     for net in NETS:
         times = run_timing(net, n)  # all implementations interleaved in one process
         timed = {impl: {**run_worker(impl, net, RSS_STEPS), **times[impl]} for impl in IMPLS}
+        timed["c-floor"] = {"net": net, "impl": "c-floor", **times["c-floor"], "peak_rss_mib": float("nan"),
+                            "learner_rss_mib": float("nan")}
         for impl, row in timed.items():
             row["steps_per_s"] = 1e6 / row["median_us"]
-            row["import_rss_mib"] = imports["torch" if impl == "torch-bp" else "numpy"]
+            row["import_rss_mib"] = imports["torch" if impl in ("torch-bp", "ort") else "numpy"]
             row["speedup_vs_torch"] = timed["torch-bp"]["median_us"] / row["median_us"]
+            row["speedup_vs_ort"] = timed["ort"]["median_us"] / row["median_us"]
+            row["rss_vs_ort"] = row["peak_rss_mib"] / timed["ort"]["peak_rss_mib"]
             row["x_bound"] = row["median_us"] / timed["bound"]["median_us"]
             rows.append(row)
     return imports, rows
@@ -330,7 +425,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     for desc, net, measure_, threshold in TARGETS:
         value = next(r for r in rows if r["net"] == net and r["impl"] == "fdfa")[measure_]
         floor = next(r for r in rows if r["net"] == net and r["impl"] == "floor")[measure_]
-        ok = value >= threshold if measure_ == "speedup_vs_torch" else value <= threshold
+        ok = value <= threshold if measure_ in AT_MOST else value >= threshold
         out.append({"target": desc, "net": net, "measured": value, "threshold": threshold, "pass": ok,
                     "call_floor": floor})
     return out
@@ -339,11 +434,13 @@ def check_targets(rows: list[dict]) -> list[dict]:
 def table(rows: list[dict], targets: list[dict], n: int) -> str:
     cols = [("net", "net", "s"), ("impl", "impl", "s"), ("median µs", "median_us", ".1f"), ("p90 µs", "p90_us", ".1f"),
             ("steps/s", "steps_per_s", ",.0f"), ("speedup vs torch", "speedup_vs_torch", ".2f"),
+            ("speedup vs ort", "speedup_vs_ort", ".2f"),
             ("× bound", "x_bound", ".2f"), ("peak RSS MiB", "peak_rss_mib", ".1f"),
             ("import MiB", "import_rss_mib", ".1f"), ("learner MiB", "learner_rss_mib", ".1f")]
     lines = [f"learn_one, batch 1, everything on ONE thread (BLAS and torch pinned to 1): median of {n} "
              f"timed steps after {WARMUP} warm-up. bound = 3 np.copyto passes over the parameter bytes; "
-             "floor = the bare NumPy/BLAS calls of one fdfa step.", "",
+             "floor = the bare NumPy/BLAS calls of one fdfa step; c-floor = edgefdfa_learn_step in a C loop; "
+             "ort = ONNX Runtime on-device training.", "",
              "| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(format(r[key], spec) for _, key, spec in cols) + " |" for r in rows]
     lines += ["", "| target | net | measured | the call floor's | result |", "|---|---|---|---|---|"]
@@ -352,7 +449,20 @@ def table(rows: list[dict], targets: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
+def enter_venv() -> None:
+    """Re-run this script in VENV (made with PINS on first use), the repository on its path."""
+    python = VENV / "bin" / "python"
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    os.execve(str(python), [str(python), __file__, *sys.argv[1:]], env)
+
+
 def main() -> None:
+    enter_venv()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="time 300 steps instead of 3000")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # impl net n: one config, JSON to stdout
@@ -371,7 +481,7 @@ def main() -> None:
     print(table(rows, targets, n))
     machine = {"processor": platform.processor(), "cpu_model": cpu_model(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
                "python": platform.python_version(), "numpy": version("numpy"), "torch": version("torch"),
-               "threads": 1}
+               "onnxruntime-training": version("onnxruntime-training-cpu"), "threads": 1}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"machine": machine, "steps": n, "warmup": WARMUP, "import_rss_mib": imports,
                                "rows": rows, "targets": targets}, indent=2) + "\n")

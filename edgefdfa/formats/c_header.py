@@ -55,7 +55,7 @@ def c_header(head: Sequence[Dense], *, int8: bool = False, prefix: str = "edgefd
             lines.append(_array("float", f"{prefix}_w{l}", layer.W, _c_float))
             weights = f"{prefix}_w{l}, NULL, NULL"
         lines.append(_array("float", f"{prefix}_b{l}", layer.b, _c_float))
-        table.append(f"    {{{n_in}u, {n_out}u, {weights}, {prefix}_b{l}, {ACTIVATION_CODES[layer.activation]}u}},")
+        table.append(f"    {{{n_in}u, {n_out}u, {weights}, {prefix}_b{l}, {ACTIVATION_CODES[layer.activation]}u, NULL, NULL}},")  # read-only: no w_learn
     lines += [f"static const edgefdfa_layer {prefix}_layers[{len(head)}] = {{", *table, "};", "", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
 

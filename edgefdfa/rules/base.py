@@ -46,6 +46,11 @@ class Rule:
         bounded) with the gradient before the step is applied; 0 for a rule that learns no state."""
         return 0.0
 
+    def kernel(self) -> str | None:
+        """The C learning step's rule (edgefdfa_learn.c: "fdfa", "dfa", "bp") that computes exactly this
+        rule's SGD step at batch 1, with these options; None when it has none."""
+        return None
+
     def commit(self, bt: "Batch") -> None:
         """Update the rule's own state (feedback) from the batch, once the step is known to be sound."""
 

@@ -10,6 +10,9 @@ from .base import Rule
 class BP(Rule):
     name = "bp"
 
+    def kernel(self):
+        return self.name
+
     def deltas(self, bt, target, scale=1.0):
         net = self.net
         net.forward(bt)

@@ -18,6 +18,9 @@ class DFA(Rule):
             bound = np.sqrt(6.0 / B.shape[1])
             B[...] = rng.uniform(-bound, bound, size=B.shape)
 
+    def kernel(self):
+        return self.name
+
     def deltas(self, bt, target, scale=1.0):
         self.net.forward(bt)
         loss = self.output_error(bt, target, scale)

@@ -30,6 +30,9 @@ class FDFA(Rule):
 
     draws = True
 
+    def kernel(self):
+        return self.name
+
     def deltas(self, bt, target, scale=1.0):
         self.draw_perturbations(bt)
         self.net.forward_tangent(bt)

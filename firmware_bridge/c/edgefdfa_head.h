@@ -33,6 +33,10 @@ typedef struct {
     const float *w_scale;
     const float *bias; /* n_out */
     uint8_t activation; /* edgefdfa_activation */
+    /* Where edgefdfa_learn_step writes W and bias: the same memory as w_f32 and bias (a float32 layer
+     * that learns), or both NULL (edgefdfa_head_forward ignores them). */
+    float *w_learn;
+    float *bias_learn;
 } edgefdfa_layer;
 
 /* Run the layers on x (layers[0].n_in values) into y (layers[L-1].n_out values).

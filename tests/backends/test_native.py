@@ -20,7 +20,7 @@ FILES = [p for p in FILES if p.suffix == ".onnx" or tflite_backend.NAME is not N
 def built():
     """Skip where the module was not built, unless CI is set: there it must have been (.ci/run
     installs what the build needs)."""
-    if native._LIB is None:
+    if not native.built():
         why = "the compiled head was not built (pip install -e . needs a C compiler and python3-dev)"
         if os.environ.get("CI"):
             pytest.fail(f"{why}; CI is set, so it must run", pytrace=False)

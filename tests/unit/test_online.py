@@ -90,3 +90,32 @@ def test_a_sample_the_backbone_overflows_on_is_skipped_as_bad_not_a_crash():
     run.run(steps)
     assert run.skipped_by == {"bad input": 4}  # the four windows that hold the row
     assert run.consumed == len(steps) and np.isfinite(model.learner.net.params).all()
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_learn_one_exposes_the_prediction_it_computed_before_its_update(native, monkeypatch):
+    monkeypatch.setenv("EDGEFDFA_NATIVE", native)
+    for loss in ("ce", "mse"):
+        learner = edgefdfa.MLP([8, 16, 3], loss=loss, seed=0)
+        for s in stream(20):
+            target = s.y if loss == "ce" else np.eye(3, dtype=np.float32)[s.y]
+            before, proba = learner.output_one(s.x), learner.predict_proba_one(s.x)
+            learner.learn_one(s.x, target)
+            assert np.allclose(learner.last_output(), before, atol=1e-6)
+            assert np.allclose(learner.last_output(probabilities=True), proba, atol=1e-6)
+            assert not np.allclose(learner.output_one(s.x), before, atol=0, rtol=0)  # the update came after
+
+
+def test_test_then_train_runs_the_head_once_per_labelled_sample(monkeypatch):
+    learner, twin = edgefdfa.MLP([8, 16, 3], seed=0), edgefdfa.MLP([8, 16, 3], seed=0)
+    passes = []
+    monkeypatch.setattr(learner, "output_one", lambda *a, **k: passes.append(1) or twin.output_one(*a, **k))
+    run = OnlineRun(learner)
+    samples = stream(200)
+    run.run(samples)
+    assert passes == [] and learner.n_seen == 200  # learn_one's forward pass was the prediction
+    hits = 0
+    for s in samples:  # the same scores as predicting first, then learning
+        hits += int(np.argmax(twin.predict_proba_one(s.x))) == s.y
+        twin.learn_one(s.x, s.y)
+    assert run.metrics.snapshot()["accuracy"] == hits / 200
