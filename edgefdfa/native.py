@@ -73,3 +73,13 @@ def _copy_sample(dst: np.ndarray, src) -> int:
 copy_sample = _MODULE.copy_sample if available() else _copy_sample
 """copy_sample(dst, src) -> 0, NOT_FINITE or NOT_A_BUFFER: src copied into dst (float32, C order, one
 shape) and checked, in one C call; the caller checks anything not 0 itself and says what is wrong."""
+
+
+def _dequantize(dst: np.ndarray, codes: np.ndarray, table: np.ndarray) -> None:
+    """dequantize where the module is not built: NumPy's take."""
+    table.take(codes.view(np.uint8), out=dst, mode="wrap")  # wrap: no bounds check to buffer
+
+
+dequantize = _MODULE.dequantize if available() else _dequantize
+"""dequantize(dst, codes, table): dst[i] = table[codes[i]], an 8-bit output's codes (read as unsigned) to
+their real values, (n,) float32 from (n,) 8-bit codes and a (256,) float32 table, in one C call."""

@@ -125,6 +125,7 @@ class Backbone(base.Backbone):
         self.n_features = self._run_public(np.zeros(self._shape, np.float32)).size  # allocates dynamic tensors
         self._real = np.zeros(self.n_features, np.float32) if self._quantized[1] else None  # dequantized features
         self._table = None  # the real value of each of the 256 codes of an 8-bit output
+        self._dequantize = native.dequantize
         if self._quantized[1] and np.dtype(self._out["dtype"]).itemsize == 1:
             codes = np.arange(256, dtype=np.uint8).view(self._out["dtype"])
             self._table = _dequantize(codes, self._out)
@@ -145,7 +146,8 @@ class Backbone(base.Backbone):
         if self._real is None:
             return self._y
         if self._table is not None:  # int8 / uint8 -> real values: one look-up of the 256 possible
-            return self._table.take(self._y.view(np.uint8), out=self._real, mode="wrap")  # wrap: no bounds check to buffer
+            self._dequantize(self._real, self._y, self._table)
+            return self._real
         np.subtract(self._y, self._zero_point, out=self._real, dtype=np.float32)
         self._real *= self._scale
         return self._real

@@ -153,3 +153,20 @@ def test_the_learners_features_in_another_layout_or_type():
     for bad, message in ((np.full(6, np.nan, np.float32), "not a finite"), (np.ones(5, np.float32), "shape")):
         with pytest.raises(BadSampleError, match=message):
             learner.predict_proba_one(bad)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_dequantize_looks_up_every_code_as_the_fallback_does(dtype):
+    """An 8-bit backbone output's codes to real values: the C call and NumPy's take agree on all 256
+    codes (negative int8 codes included) and refuse buffers of the wrong kind."""
+    codes = np.arange(256, dtype=np.uint8).view(dtype)
+    table = np.linspace(-3, 5, 256, dtype=np.float32)
+    compiled, fallback = np.zeros(256, np.float32), np.full(256, np.nan, np.float32)
+    native.dequantize(compiled, codes, table)
+    native._dequantize(fallback, codes, table)
+    np.testing.assert_array_equal(compiled, table[codes.view(np.uint8)])
+    np.testing.assert_array_equal(compiled, fallback)
+    with pytest.raises(ValueError, match="dequantize"):
+        native.dequantize(np.zeros(255, np.float32), codes, table)
+    with pytest.raises(ValueError, match="dequantize"):
+        native.dequantize(compiled, codes.astype(np.int16), table)
