@@ -16,8 +16,8 @@ For every file in models/manifest.json it times, on real held-out inputs, one sa
             quantized, its int8 features dequantized), then the head, which only the learner computes:
             compiled (edgefdfa/native.py: the firmware's C forward pass in an extension module) on the
             learner's weights in place, softmax included (EDGEFDFA_NATIVE=0, or no build of the module
-            at install: in NumPy); a quantized file's head runs dequantized in NumPy, which also keeps
-            the activation ranges its int8 export calibrates from
+            at install: in NumPy); a quantized file's head runs dequantized, in C as well (its int8
+            features dequantized by one C table look-up, native.dequantize)
   observe   EdgeModel.observe: the same, returning (output, head features): the call a learning loop
             makes before learner.learn_one
   learn     observe + learner.learn_one: the online step
@@ -167,8 +167,8 @@ def table(rows: list[dict], n: int) -> str:
               "held-out inputs. bare = the interpreter's documented calls on the original file (the target's "
               "baseline); zero-copy = the same file with the input and output buffers bound once; Session.run = "
               "edgefdfa's backend session on it; proba = EdgeModel.predict_proba_one; observe = EdgeModel.observe "
-              "(the cut backbone in the interpreter + the learner's head: compiled for float files, NumPy with "
-              "range tracking for int8); learn = observe + learner.learn_one. "
+              "(the cut backbone in the interpreter + the learner's head: compiled, on an int8 "
+              "file's dequantized features); learn = observe + learner.learn_one. "
               "Overheads over bare (over zero-copy)."),
              "", ("| file | interpreter | bare µs | zero-copy µs | Session.run µs | proba µs | observe µs | learn µs "
                   "| proba overhead | observe overhead |"), "|" + "---|" * 10]
