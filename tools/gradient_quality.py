@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads: one core each, on a shared machine
+import numpy as np  # noqa: E402
 
-from edgefdfa import datasets
-from edgefdfa.learner import LearnerConfig
-from edgefdfa.losses import LOSSES
-from edgefdfa.network import Network, Workspace
-from edgefdfa.rules import RULES
+from edgefdfa import datasets  # noqa: E402
+from edgefdfa.learner import LearnerConfig  # noqa: E402
+from edgefdfa.losses import LOSSES  # noqa: E402
+from edgefdfa.network import Network, Workspace  # noqa: E402
+from edgefdfa.rules import RULES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 ORDER = ["bp", "dfa", "fg-w", "fg-a", "fdfa"]
+COLORS = dict(zip(ORDER, ["black", "tab:orange", "tab:green", "tab:red", "tab:blue"]))  # one colour per rule in every panel
 FULL = dict(widths=[64, 128, 256, 512, 1024], depths=[1, 2, 3, 4], alphas=[0.001, 0.003, 0.01, 0.03, 0.1, 1.0],
-            width=256, depth=2, alpha=0.003, draws=8, samples=16, warmup_cap=3000)
+            width=256, depth=2, alpha=0.003, draws=8, samples=16, warmup_cap=2000)
 SMOKE = dict(widths=[8, 16], depths=[1, 2], alphas=[0.1, 1.0], width=16, depth=2, alpha=0.1,
              draws=3, samples=2, warmup_cap=20)
 
@@ -123,9 +126,10 @@ def plot(results: dict, out: Path) -> list[str]:
         xs = [r[key] for r in rows]
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
         for name in ORDER:
-            left.plot(xs, [r["rules"][name]["cosine"] for r in rows], marker="o", label=name)
+            left.plot(xs, [r["rules"][name]["cosine"] for r in rows], marker="o", label=name, color=COLORS[name])
             if name in ("fg-w", "fg-a", "fdfa"):
-                right.plot(xs, [r["rules"][name]["variance"] for r in rows], marker="o", label=name)
+                right.plot(xs, [r["rules"][name]["variance"] for r in rows], marker="o", label=name,
+                           color=COLORS[name])
         for ax in (left, right):
             ax.set_xlabel(label)
             if key != "depth":
@@ -159,7 +163,7 @@ def main() -> None:
     target["met"] = bool(target["fga_over_fdfa_variance"] >= 10 and target["fdfa_cosine"] > target["dfa_cosine"])
     doc = dict(params=p, target=target, results=results, seconds=time.perf_counter() - start,
                machine=dict(python=platform.python_version(), numpy=np.__version__, cpu=platform.processor() or platform.machine()))
-    doc["plots"] = plot(results, args.out)
+    doc["plots"] = [Path(p).name for p in plot(results, args.out)]
     (args.out / "gradient_quality.json").write_text(json.dumps(doc, indent=1))
     print(json.dumps(target))
 
