@@ -34,7 +34,8 @@ from edgefdfa.rules import RULES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 ORDER = ["bp", "dfa", "fg-w", "fg-a", "fdfa"]
-COLORS = dict(zip(ORDER, ["black", "tab:orange", "tab:green", "tab:red", "tab:blue"]))  # one colour per rule in every panel
+# one colour per rule in every panel
+COLORS = dict(zip(ORDER, ["black", "tab:orange", "tab:green", "tab:red", "tab:blue"]))
 FULL = dict(widths=[64, 128, 256, 512, 1024], depths=[1, 2, 3, 4], alphas=[0.001, 0.003, 0.01, 0.03, 0.1, 1.0],
             width=256, depth=2, alpha=0.003, draws=8, samples=16, warmup_cap=2000)
 SMOKE = dict(widths=[8, 16], depths=[1, 2], alphas=[0.1, 1.0], width=16, depth=2, alpha=0.1,
@@ -107,7 +108,9 @@ def sweep(p: dict, data: datasets.Dataset) -> dict:
     """The three sweeps: width at the default depth and alpha, depth at the default width, alpha."""
     X_fit, y_fit, X_val, y_val = data.validation_split()
     args = (X_fit, y_fit, X_val[:p["samples"]], y_val[:p["samples"]])
-    run = lambda w, d, a: dict(width=w, depth=d, alpha=a, rules=measure(Probe(w, d, *args), a, p["draws"], p["warmup_cap"]))  # noqa: E731
+
+    def run(w: int, d: int, a: float) -> dict:
+        return dict(width=w, depth=d, alpha=a, rules=measure(Probe(w, d, *args), a, p["draws"], p["warmup_cap"]))
     return dict(width=[run(w, p["depth"], p["alpha"]) for w in p["widths"]],
                 depth=[run(p["width"], d, p["alpha"]) for d in p["depths"]],
                 alpha=[run(p["width"], p["depth"], a) for a in p["alphas"]])
@@ -162,7 +165,8 @@ def main() -> None:
                   fdfa_cosine=at["fdfa"]["cosine"], dfa_cosine=at["dfa"]["cosine"])
     target["met"] = bool(target["fga_over_fdfa_variance"] >= 10 and target["fdfa_cosine"] > target["dfa_cosine"])
     doc = dict(params=p, target=target, results=results, seconds=time.perf_counter() - start,
-               machine=dict(python=platform.python_version(), numpy=np.__version__, cpu=platform.processor() or platform.machine()))
+               machine=dict(python=platform.python_version(), numpy=np.__version__,
+                            cpu=platform.processor() or platform.machine()))
     doc["plots"] = [Path(p).name for p in plot(results, args.out)]
     (args.out / "gradient_quality.json").write_text(json.dumps(doc, indent=1))
     print(json.dumps(target))

@@ -29,7 +29,8 @@ def test_gradient_quality_smoke(tmp_path):
 def test_paper_table_smoke(tmp_path):
     run_tool("paper_table.py", tmp_path, "--seeds", "0,1", "--cases", "digits,imu")
     doc = json.loads((tmp_path / "paper_table.json").read_text())
-    assert {(s["case"], s["mode"]) for s in doc["summary"]} == {(c, m) for c in ("digits", "imu") for m in ("online", "batch")}
+    cells = {(s["case"], s["mode"]) for s in doc["summary"]}
+    assert cells == {(c, m) for c in ("digits", "imu") for m in ("online", "batch")}
     assert all(s["n"] == 2 and 0 <= s["mean"] <= 1 for s in doc["summary"])
     assert len(doc["summary"]) == 2 * 2 * 6 and "bp" in doc["tuning_budget"]["online"]
     assert "| digits | online |" in (tmp_path / "paper_table.md").read_text()
