@@ -54,6 +54,7 @@ class LearnerConfig:
     sigma: float = 1.0  # std of the forward-gradient perturbations (fg-w, fg-a, fdfa)
     batch_size: int = 32  # most rows learn_many takes per update; sizes the buffers
     seed: int = 0  # weights, feedback matrices and perturbations all follow from it
+    tangents: int = 1  # FDFA: perturbations per sample for the feedback estimate (1: the paper's form)
 
     def resolved(self) -> "LearnerConfig":
         """The same config with the rule's defaults filled in, checked."""
@@ -80,6 +81,8 @@ class LearnerConfig:
             raise ConfigError(f"alpha must be in (0, 1], got {self.alpha!r}")
         if not cfg.sigma > 0:
             raise ConfigError(f"sigma must be > 0, got {self.sigma!r}")
+        if not (isinstance(cfg.tangents, int) and cfg.tangents >= 1):
+            raise ConfigError(f"tangents must be an integer >= 1, got {self.tangents!r}")
         if cfg.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size!r}")
         return cfg
@@ -472,11 +475,11 @@ class Learner:
 
 def MLP(sizes: Sequence[int], *, activation: str = "relu", rule: str = "fdfa", loss: str = "ce",
         optimizer: str | None = None, lr: float | None = None, alpha: float = 0.003, sigma: float = 1.0,
-        batch_size: int = 32, seed: int = 0) -> Learner:
+        batch_size: int = 32, seed: int = 0, tangents: int = 1) -> Learner:
     """A learner for a plain multilayer perceptron: `activation` on hidden layers, identity output.
 
     >>> learner = MLP([64, 128, 128, 10], rule="fdfa", loss="ce", seed=0)
     """
     sizes = tuple(sizes)
     acts = (activation,) * (len(sizes) - 2) + ("identity",)
-    return Learner(LearnerConfig(sizes, acts, rule, loss, optimizer, lr, alpha, sigma, batch_size, seed))
+    return Learner(LearnerConfig(sizes, acts, rule, loss, optimizer, lr, alpha, sigma, batch_size, seed, tangents))

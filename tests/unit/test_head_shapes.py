@@ -9,6 +9,7 @@ import edgefdfa
 from edgefdfa import RULES, blas
 from edgefdfa.errors import DivergedError
 from edgefdfa.optimizers import OPTIMIZERS
+from rule_variants import VARIANTS, spec  # tests/unit is on sys.path (pytest's prepend mode)
 
 SHAPES = {  # name -> (sizes, loss)
     "one-layer": ([12, 10], "ce"),
@@ -38,12 +39,13 @@ def path(request, monkeypatch):
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_learns_predicts_and_resumes(shape, rule, optimizer, path, tmp_path):
+def test_learns_predicts_and_resumes(shape, variant, optimizer, path, tmp_path):
     sizes, loss = SHAPES[shape]
+    rule, options = spec(variant)
     make = lambda: edgefdfa.MLP(sizes, rule=rule, loss=loss, optimizer=optimizer, seed=2,  # noqa: E731
-                                lr=1e-4 if rule == "fg-w" else 0.01)
+                                lr=1e-4 if rule == "fg-w" else 0.01, **options)
     learner = make()
     assert learner.fused == (path == "fast" and RULES[rule].local and optimizer == "sgd")
     X, Y = data(sizes, loss)
@@ -63,11 +65,12 @@ def test_learns_predicts_and_resumes(shape, rule, optimizer, path, tmp_path):
     assert np.array_equal(learner.net.params, again.net.params)
 
 
-@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_repeated_sample_lowers_its_loss(shape, rule, path):
+def test_repeated_sample_lowers_its_loss(shape, variant, path):
     sizes, loss = SHAPES[shape]
-    learner = edgefdfa.MLP(sizes, rule=rule, loss=loss, seed=1, lr=1e-3 if rule == "fg-w" else 0.02)
+    rule, options = spec(variant)
+    learner = edgefdfa.MLP(sizes, rule=rule, loss=loss, seed=1, lr=1e-3 if rule == "fg-w" else 0.02, **options)
     X, Y = data(sizes, loss, n=1)
     first = learner.learn_one(X[0], Y[0])
     for _ in range(300):
@@ -76,14 +79,15 @@ def test_repeated_sample_lowers_its_loss(shape, rule, path):
 
 
 @pytest.mark.parametrize("batch", [False, True])
-@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("shape", ["one-layer", "width-1", "deep"])
-def test_a_diverging_step_changes_nothing(shape, rule, batch, path):
+def test_a_diverging_step_changes_nothing(shape, variant, batch, path):
     """A step that would leave a non-finite value raises DivergedError naming the learning rate and
     leaves the learner exactly as before: weights, feedback, optimiser state, counters, random stream."""
     sizes, loss = SHAPES[shape]
+    rule, options = spec(variant)
     learner = edgefdfa.MLP(sizes, rule=rule, loss=loss, optimizer="adam" if batch else "sgd", lr=0.01, seed=0,
-                           activation="identity")  # a saturated or dead unit would make the huge step sound
+                           activation="identity", **options)  # a saturated or dead unit would make the huge step sound
     X, Y = data(sizes, loss, n=8)
     learner.learn_many(X, Y)  # some state to keep: feedback, moments
     arrays, meta = learner.state()

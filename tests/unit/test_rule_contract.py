@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 import edgefdfa
-from edgefdfa import RULES
+from rule_variants import VARIANTS, spec  # tests/unit is on sys.path (pytest's prepend mode)
 
 SIZES = [12, 16, 16, 4]
 
 
-def make(rule, **kw):
-    return edgefdfa.MLP(SIZES, rule=rule, loss="ce", seed=3, **kw)
+def make(variant, **kw):
+    rule, options = spec(variant)
+    return edgefdfa.MLP(SIZES, rule=rule, loss="ce", seed=3, **options, **kw)
 
 
 def samples(n=50, seed=0):
@@ -18,7 +19,7 @@ def samples(n=50, seed=0):
     return rng.random((n, SIZES[0]), dtype=np.float32), rng.integers(0, SIZES[-1], n)
 
 
-@pytest.fixture(params=sorted(RULES))
+@pytest.fixture(params=VARIANTS)
 def rule(request):
     return request.param
 
@@ -33,7 +34,7 @@ def test_same_seed_same_result(rule):
 
 
 def test_different_seed_different_weights(rule):
-    assert not np.array_equal(make(rule).net.params, edgefdfa.MLP(SIZES, rule=rule, seed=4).net.params)
+    assert not np.array_equal(make(rule).net.params, edgefdfa.MLP(SIZES, rule=spec(rule)[0], seed=4, **spec(rule)[1]).net.params)
 
 
 def test_input_not_mutated(rule):
@@ -91,7 +92,9 @@ def test_learn_many_of_one_row_equals_learn_one(rule):
 
 def test_regression_with_mse(rule):
     rng = np.random.default_rng(0)
-    learner = edgefdfa.MLP([3, 16, 2], rule=rule, loss="mse", seed=0, lr=0.005 if rule.startswith("fg") else 0.05)
+    name, options = spec(rule)
+    learner = edgefdfa.MLP([3, 16, 2], rule=name, loss="mse", seed=0, lr=0.005 if name.startswith("fg") else 0.05,
+                           **options)
     X = rng.uniform(-1, 1, (400, 3)).astype(np.float32)
     Y = np.stack([X[:, 0] - 0.5 * X[:, 1], 0.3 * X[:, 2]], axis=1)
     first = np.mean([learner.learn_one(x, t) for x, t in zip(X[:50], Y[:50])])
