@@ -38,7 +38,8 @@ class FDFA(Rule):
     draws = True
 
     def kernel(self):
-        return self.name
+        exact = self.tangents == 1 or not self.B  # the C step is the paper's form, k = 1
+        return self.name if exact else None
 
     def deltas(self, bt, target, scale=1.0):
         self.draw_perturbations(bt)
