@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, model_store
 from .errors import BadModelError, ConfigError
 from .backends.base import Identity, sample_shape
 from .formats.base import Dense, Split
@@ -64,6 +64,7 @@ def load(path: str | os.PathLike, head: int | None = None, *, rule: str = "fdfa"
 def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
     """A checkpoint back as what saved it: an EdgeModel (it holds its source file) or a Learner."""
     arrays, meta = checkpoint.load(path)
+    model_store.attach(arrays, meta, path)  # a state directory's checkpoint names its stored model file
     learner = Learner.from_state(arrays, meta, source=os.fspath(path))
     if "model" not in meta:
         return learner
