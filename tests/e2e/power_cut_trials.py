@@ -4,8 +4,9 @@ the same state directory, each start resuming what the last one left (a device t
     python tests/e2e/power_cut_trials.py TRIALS SEED OUT_DIR
 
 Each trial forks a child (the modules are imported once, so a start costs no import time) that runs the
-service's command line with a checkpoint after every sample, and kills it after a random delay
-(up to the time a start takes to reach its 20th checkpoint here, measured first). A child
+service's command line with a checkpoint after every sample, and kills it: every other trial after a
+random delay up to the time a start takes to reach its 20th checkpoint here (measured first), the
+others up to 0.3 s after the start's first new checkpoint (so that starts progress whatever the load). A child
 that ends any other way than by the kill (e.g. it found its state unloadable) is a failure. At the end
 the state directory's checkpoint must equal, array for array, an uninterrupted run over as many samples:
 nothing a kill interrupted leaves a trace. Prints one JSON line.
@@ -72,6 +73,20 @@ def calibrate(state: Path, data: Path) -> float:
     return span
 
 
+def inode(path: Path) -> int | None:
+    """Each atomic write renames a new file over the old one: a new inode means a new checkpoint."""
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def wait_for_new_checkpoint(path: Path, before: int | None, pid: int) -> None:
+    end = time.monotonic() + 120
+    while inode(path) == before and time.monotonic() < end and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        time.sleep(0.005)
+
+
 def comparable(path: Path) -> dict:
     """What decides the run's future: every array (the model's bytes put back) and the learner's counters."""
     arrays, meta = checkpoint.load(path)
@@ -94,10 +109,15 @@ def main() -> int:
     failures, killed, temporaries, consumed = [], 0, 0, []
     for trial in range(trials):
         temporaries += sum(1 for _ in state.glob(".*.tmp")) + sum(1 for _ in (state / "models").glob(".*.tmp"))
+        before = inode(state / "checkpoint.npz")
         pid = os.fork()
         if pid == 0:
             child(state, data)
-        time.sleep(float(rng.uniform(0.0, span)))
+        if trial % 2:  # after this start's first checkpoint, whatever the load: in learning and writing
+            wait_for_new_checkpoint(state / "checkpoint.npz", before, pid)
+            time.sleep(float(rng.uniform(0.0, 0.3)))
+        else:  # anywhere from the fork on: in start-up, in resuming, in learning and writing
+            time.sleep(float(rng.uniform(0.0, span)))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
