@@ -2,7 +2,7 @@
 
     edgefdfa demo [--out DIR] [--json]
     edgefdfa train MODEL --data SOURCE [--rule R] [--loss L] [--head N] [--window L --hop H] [--delay D]
-                   [--epochs E] [--range-guard skip|clip|off] [--checkpoint FILE] [--resume] [--out DIR]
+                   [--epochs E] [--range-guard skip|clip|off] [--checkpoint FILE] [--resume] [--state-dir DIR] [--out DIR]
                    [--json] [--plot FILE]
     edgefdfa info MODEL [--head N]
     edgefdfa export CHECKPOINT --format onnx|tflite|c|c-int8|bundle --out FILE
@@ -93,6 +93,9 @@ def train(args: argparse.Namespace) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     ckpt = args.checkpoint or (str(out / "checkpoint.npz") if out else None)
+    state = _state_dir(args)
+    if state:
+        ckpt = str(state.checkpoint)
     if args.resume:
         if not ckpt or not Path(ckpt).exists():
             raise ConfigError(f"--resume needs an existing checkpoint (--checkpoint or --out); {ckpt!r} does not exist")
@@ -112,12 +115,16 @@ def train(args: argparse.Namespace) -> int:
     config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift,
                        range_guard=args.range_guard, range_margin=args.range_margin)
     norm = RunningNorm(window.n_channels if window else n_features) if args.normalize else None
-    run = OnlineRun(model, config, window, progress=progress, norm=norm)
+    run = OnlineRun(model, config, window, progress=progress, norm=norm,
+                    **({"writer": state.write} if state else {}))
     replayable = Path(args.data).suffix.lower() in (".csv", ".npz")
     skip = 0
     if args.resume:
         run.resume(ckpt)
         skip = run.consumed if replayable else 0
+    if state:
+        state.log(f"resuming {state.checkpoint} at sample {run.consumed}" if args.resume
+                  else f"starting {Path(args.model).name} afresh in {state.path}")
     with _signals_stop(run) as sources:
         stats = []
         for _ in range(args.epochs if replayable else 1):
@@ -132,6 +139,9 @@ def train(args: argparse.Namespace) -> int:
             progress.close()
         if ckpt:
             run.save(ckpt)
+    if state:
+        state.log(f"{'stopped by a signal' if run.stopped else 'stream ended'} after sample {run.consumed}; "
+                  f"checkpoint written")
     summary = run.summary()
     summary["source"] = _source_summary(stats)
     summary["skipped"] += summary["source"]["skipped"]
@@ -149,6 +159,23 @@ def train(args: argparse.Namespace) -> int:
         summary["plot"] = args.plot
     _report(summary, args.json)
     return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Any:
+    """--state-dir: the run's checkpoint and log live there, and a run found there is resumed, so a
+    service starts with the same command line every time (state_dir.py)."""
+    if not args.state_dir:
+        return None
+    from .state_dir import StateDir
+
+    if args.checkpoint:
+        raise ConfigError("--state-dir holds the checkpoint: give --state-dir or --checkpoint, not both")
+    state = StateDir(args.state_dir)
+    if state.removed:
+        state.log(f"removed {len(state.removed)} half-written file(s) of an interrupted write", "warning")
+    if state.resumable:  # train()'s check_resumes refuses a run of another model file
+        args.resume = True
+    return state
 
 
 @contextlib.contextmanager
@@ -292,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--range-margin", type=float, default=3.0, metavar="SPANS",
                    help="how far outside the learned range, in spans of it, a value may be (default %(default)s)")
     p.add_argument("--checkpoint", metavar="FILE", help="periodic and final checkpoints (default: DIR/checkpoint.npz)")
-    p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="S", help="seconds between checkpoints")
+    p.add_argument("--checkpoint-every", type=float, default=300.0, metavar="S",
+                   help="seconds between checkpoints (default %(default)s: gentle on an SD card)")
+    p.add_argument("--state-dir", metavar="DIR", help="checkpoint, model and log of an unattended run; "
+                   "resumes the run found there (the systemd unit's StateDirectory)")
     p.add_argument("--resume", action="store_true", help="continue exactly from the checkpoint")
     p.add_argument("--out", metavar="DIR", help="the checkpoint and the adapted model, in the input's format")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

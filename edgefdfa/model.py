@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, model_store
 from .errors import BadModelError, CheckpointError, ConfigError
 from .backends.base import Identity, sample_shape
 from .formats.base import Dense, Split
@@ -102,6 +102,7 @@ def load_checkpoint(path: str | os.PathLike) -> Learner | EdgeModel:
     """A checkpoint back as what saved it: an EdgeModel (it holds its source file) or a Learner, its
     model section checked (a CheckpointError naming what is wrong)."""
     arrays, meta = checkpoint.load(path)
+    model_store.attach(arrays, meta, path)  # a state directory's checkpoint names its stored model file
     learner = Learner.from_state(arrays, meta, source=os.fspath(path))
     if "model" not in meta:
         return learner

@@ -70,10 +70,12 @@ class OnlineRun:
     """One model over one stream. `run(samples)` may be called again (another pass, a resumed run)."""
 
     def __init__(self, model: EdgeModel | Learner, config: RunConfig = RunConfig(), window: Window | None = None,
-                 progress: Callable[[dict], None] | None = None, norm: RunningNorm | None = None):
+                 progress: Callable[[dict], None] | None = None, norm: RunningNorm | None = None,
+                 writer: Callable[[str, dict, dict], None] = checkpoint.save):
         if config.drift not in REACTIONS:
             raise ConfigError(f"unknown drift reaction {config.drift!r}; choose one of {', '.join(REACTIONS)}")
         self.model, self.config, self.window, self.progress, self.norm = model, config, window, progress, norm
+        self.writer = writer  # checkpoint.save, or a state directory's (the model file stored once)
         self._step = np.zeros(len(norm.mean), np.float32) if norm is not None else None  # the normalised step
         self.learner = model.learner if isinstance(model, EdgeModel) else model
         self.classification = self.learner.loss.classification
@@ -266,7 +268,7 @@ class OnlineRun:
             norm_arrays, run_meta["norm"] = self.norm.state()
             arrays.update({f"run.norm.{k}": v for k, v in norm_arrays.items()})
         meta["run"] = run_meta
-        checkpoint.save(path, arrays, meta)
+        self.writer(path, arrays, meta)
         self._last_checkpoint = time.monotonic()
 
     def resume(self, path: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import edgefdfa
 from edgefdfa.export import export
 
-runtime = pytest.importorskip("tflite_micro", reason="pip install the test extra (tflite-micro)").runtime
+runtime = pytest.importorskip("tflite_micro", reason="pip install the test extra (tflite-micro; its wheels are x86-64 only: never on arm64)").runtime
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 from make_models import held_out  # noqa: E402

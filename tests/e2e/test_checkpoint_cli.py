@@ -184,3 +184,40 @@ def test_every_model_and_window_key_of_a_cli_checkpoint_is_checked(tmp_path, how
         if "bad.npz" not in str(exc.value) or not any(k in str(exc.value) for k in path):
             unnamed.append((path, str(exc.value)))
     assert not unnamed
+
+
+def test_a_state_dir_of_another_model_is_refused_and_left_as_it_was(tmp_path):
+    state = tmp_path / "state"
+    done = cli("train", MODELS / "digits.onnx", "--data", digits_csv(tmp_path / "d.csv"), "--state-dir", state, "--json")
+    assert done.returncode == 0, done.stderr
+    before = (state / "checkpoint.npz").read_bytes()
+    done = cli("train", MODELS / "imu-activity.tflite", "--data", imu_csv(tmp_path / "imu.csv"), "--window", "32",
+               "--state-dir", state, "--json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is of digits.onnx (sha256 " in done.stderr and "not of imu-activity.tflite" in done.stderr
+    assert (state / "checkpoint.npz").read_bytes() == before
+
+
+def detached_checkpoint(tmp_path: Path) -> tuple[Path, dict, dict]:
+    """A state directory's checkpoint (it names its stored model file), read back as arrays and meta."""
+    state = tmp_path / "state"
+    done = cli("train", MODELS / "digits.onnx", "--data", digits_csv(tmp_path / "d.csv"), "--state-dir", state, "--json")
+    assert done.returncode == 0, done.stderr
+    arrays, meta = checkpoint.load(state / "checkpoint.npz")
+    assert "model.source" not in arrays and meta["model"]["source_file"].startswith("models/")
+    return state / "checkpoint.npz", arrays, meta
+
+
+@pytest.mark.parametrize("damage", ["missing", "tampered", "not-a-file", "not-a-name"])
+def test_a_state_dir_checkpoint_whose_stored_model_is_wrong_is_a_checkpoint_error(tmp_path, damage):
+    ckpt, arrays, meta = detached_checkpoint(tmp_path)
+    stored = ckpt.parent / meta["model"]["source_file"]
+    if damage == "missing":
+        stored.unlink()
+    elif damage == "tampered":
+        stored.write_bytes(stored.read_bytes()[:-1] + b"\0")
+    else:
+        meta["model"]["source_file"] = "/dev/zero" if damage == "not-a-file" else 7  # a read without end, a number
+        checkpoint.save(ckpt, arrays, meta)
+    with pytest.raises(CheckpointError, match="model file|source_file"):
+        edgefdfa.load_checkpoint(ckpt)
