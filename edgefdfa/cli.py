@@ -343,11 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware_bridge import emulator as bridge_device
     from firmware_bridge import host as bridge_host
 
+    from .export import head_from
+
     p = sub.add_parser("push", help="stream a checkpoint's or model's head to a microcontroller over serial")
-    bridge_host.add_arguments(p)
+    bridge_host.add_arguments(p, head_from)
     p.set_defaults(run=bridge_host.run)
     p = sub.add_parser("device", help="an emulated device serving the bridge protocol on a serial port")
-    bridge_device.add_arguments(p)
+    bridge_device.add_arguments(p, head_from)
     p.set_defaults(run=bridge_device.run)
 
     from .fleet import command as fleet

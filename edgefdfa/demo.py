@@ -24,7 +24,7 @@ from .atomic import atomic_write
 from .errors import ConfigError
 from .export import export
 from .formats import tflite as tflite_format
-from .formats.base import Dense
+from .head import Dense, image_of, layers_of, size
 from .model import EdgeModel, backend_module, load
 from .online import OnlineRun, RunConfig
 from .stream import Sample, Window
@@ -91,15 +91,14 @@ def write_adapted(model: EdgeModel, out: Path, check: list[np.ndarray]) -> dict[
 def push_to_device(model: EdgeModel, factory: list[Dense], check: list[np.ndarray]) -> dict:
     """Push the adapted head to an emulated device that holds `factory`; its answers on `check`."""
     from firmware_bridge import host
-    from firmware_bridge import image as img
     from firmware_bridge.cable import Cable
     from firmware_bridge.emulator import Device, Emulator
     from firmware_bridge.protocol import model_id
 
-    layers = img.layers_of(factory)
-    images = {(model_id(layers), 0): img.image_of(factory)}  # the host knows the device's factory weights
+    layers = layers_of(factory)
+    images = {(model_id(layers), 0): image_of(factory)}  # the host knows the device's factory weights
     with Cable() as cable:
-        emulator = Emulator(cable.device, Device(layers, img.image_of(factory))).start()
+        emulator = Emulator(cable.device, Device(layers, image_of(factory))).start()
         try:
             report = host.push(cable.host, model.head(), encoding="sparse", images=images, verify=True)
             features = [model.features(x) for x in check]
@@ -108,7 +107,7 @@ def push_to_device(model: EdgeModel, factory: list[Dense], check: list[np.ndarra
             emulator.stop()
     host_answers = np.array([model.output_one(x) for x in check])
     return dict(encoding=report.encoding, payload_bytes=report.payload_bytes, wire_bytes=report.wire_bytes,
-                f32_bytes=4 * img.size(layers), parity=report.parity, vs_float_head=report.drift,
+                f32_bytes=4 * size(layers), parity=report.parity, vs_float_head=report.drift,
                 same_class=float(np.mean(device.argmax(1) == host_answers.argmax(1))), checked=len(check))
 
 

@@ -10,10 +10,10 @@ import numpy as np
 from .atomic import atomic_write, remove_leftovers
 from .errors import BadModelError, ConfigError
 from .formats import bundle
-from .formats.base import Dense
 from .formats.c_header import c_header
+from .head import Dense
 from .learner import Learner
-from .model import EdgeModel, format_module
+from .model import EdgeModel, format_module, load, load_checkpoint
 
 EXPORT_FORMATS = ("onnx", "tflite", "c", "c-int8", "bundle")
 
@@ -25,6 +25,16 @@ def head_of(obj: Learner | EdgeModel) -> tuple[list[Dense], bool]:
     net = obj.net
     layers = [Dense(W.copy(), b.copy(), act.name, f"layer {l}") for l, (W, b, act) in enumerate(zip(net.W, net.b, net.acts))]
     return layers, obj.loss.classification
+
+
+def head_from(path: str | os.PathLike) -> list[Dense]:
+    """The head of a head bundle (formats/bundle.py), a checkpoint or an .onnx/.tflite model file:
+    what `edgefdfa push` sends and `edgefdfa device --model` starts from."""
+    data = Path(path).read_bytes()
+    if data[:4] == bundle.MAGIC:
+        return bundle.dense_head(bundle.unpack(data, str(path)), str(path))
+    obj = load(path) if Path(path).suffix.lower() in (".onnx", ".tflite") else load_checkpoint(path)
+    return head_of(obj)[0]
 
 
 def export(obj: Learner | EdgeModel, path: str | os.PathLike, fmt: str) -> str:

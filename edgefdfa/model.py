@@ -29,7 +29,8 @@ import numpy as np
 from . import checkpoint, model_store
 from .errors import BadModelError, CheckpointError, ConfigError
 from .backends.base import Identity, sample_shape
-from .formats.base import Dense, Split
+from .formats.base import Split
+from .head import Dense
 from .learner import Learner, LearnerConfig
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .formats.c_header import ACTIVATION_CODES as ACTIVATIONS  # edgefdfa_activation
+from .head import ACTIVATION_CODES as ACTIVATIONS  # edgefdfa_activation
 
 try:
     from . import _head as _MODULE

@@ -2,7 +2,7 @@
 (PROTOCOL.md §6), served over a serial port. Tests and the demo use it where a microcontroller
 would sit; the C receiver implements the same state machine.
 
-    python -m firmware_bridge.emulator --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_BUNDLE]
+    edgefdfa device --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_MODEL_OR_BUNDLE]
 
 `--pty` serves one end of a fresh virtual null-modem cable (firmware_bridge.cable) and prints the
 path of the other end, the port a host opens (as QEMU's `-serial pty` does).
@@ -15,15 +15,15 @@ import dataclasses
 import hashlib
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import serial
 
-from edgefdfa.formats.base import Dense
 
+from edgefdfa.head import Dense, Layer, image_of, layers_of, size
 from . import encoding as enc
 from . import image as img
 from .cable import Cable
@@ -43,7 +43,6 @@ from .protocol import (
     Encoding,
     Error,
     Hello,
-    Layer,
     Message,
     MsgType,
     Nack,
@@ -75,8 +74,8 @@ class Device:
         self.layers = tuple(layers)
         self.key, self.max_frame, self.encodings = key, max_frame, encodings
         self.model_id = model_id(self.layers)
-        self.slot_size = 4 * img.size(self.layers)
-        self.slots = np.zeros((2, img.size(self.layers)), np.float32)  # (2, size): active and inactive
+        self.slot_size = 4 * size(self.layers)
+        self.slots = np.zeros((2, size(self.layers)), np.float32)  # (2, size): active and inactive
         self.slots[0] = weights
         self.ids, self.valid, self.active = [0, 0], [True, False], 0
         self.counter = 0  # the security counter of the last state change (persisted with the slots)
@@ -287,19 +286,20 @@ class Emulator:
         self.port.close()
 
 
-def device_from(path: str | None, key: bytes | None, layers: str = "24,32,4") -> Device:
-    """A device holding the head of a checkpoint, model file or bundle, or a zero relu MLP of `layers`."""
+def device_from(path: str | None, key: bytes | None, layers: str, read_head: Callable[[str], Sequence[Dense]]) -> Device:
+    """A device holding the head `read_head` reads from `path`, or a zero relu MLP of `layers`."""
     if path is None:
         sizes = [int(s) for s in layers.split(",")]
         head = [Dense(np.zeros((o, i), np.float32), np.zeros(o, np.float32), "relu" if l < len(sizes) - 2 else "identity", "")
                 for l, (i, o) in enumerate(pairwise(sizes))]
     else:
-        head = img.head_from(path)
-    return Device(img.layers_of(head), img.image_of(head), key=key)
+        head = read_head(path)
+    return Device(layers_of(head), image_of(head), key=key)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `edgefdfa device` (for this module's main and for edgefdfa's CLI)."""
+def add_arguments(parser: argparse.ArgumentParser, read_head: Callable[[str], Sequence[Dense]]) -> None:
+    """The options of `edgefdfa device`; `read_head(path)` reads --model (the CLI, above both packages,
+    gives edgefdfa.export.head_from)."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="device path or pyserial URL to serve on")
     where.add_argument("--pty", action="store_true",
@@ -308,12 +308,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "state changes with a fresh security counter (PROTOCOL.md §5)")
     parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
     parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
+    parser.set_defaults(read_head=read_head)
 
 
 def run(args: argparse.Namespace) -> int:
     """`edgefdfa device`: an emulated device serving a port until Ctrl-C or the port goes away."""
     key = Path(args.key).read_bytes() if args.key else None
-    device = device_from(args.model, key, args.layers)
+    device = device_from(args.model, key, args.layers, args.read_head)
     cable = Cable() if args.pty else None
     emulator = Emulator(cable.device if cable else args.port, device)
     where = f"a virtual cable, host end {cable.host}" if cable else args.port
@@ -330,14 +331,3 @@ def run(args: argparse.Namespace) -> int:
         if cable:
             cable.close()
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m firmware_bridge.emulator --port PORT | --pty [--key FILE] [--model PATH]`."""
-    parser = argparse.ArgumentParser(prog="edgefdfa device", description=run.__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

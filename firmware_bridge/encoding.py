@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgefdfa.formats.c_header import quantize_per_channel
 
-from . import image as img
-from .protocol import Code, Encoding, Layer, ProtocolError
+from edgefdfa.head import Layer, quantize_per_channel, shapes, size, tensors
+from .protocol import Code, Encoding, ProtocolError
 
 MAC_CONTEXT = b"EFDFA-2"  # every signed request of protocol version 2
 _SPARSE_HEAD = struct.Struct("<If")  # count, scale
@@ -27,7 +26,7 @@ def encode(target: np.ndarray, layers: Sequence[Layer], encoding: Encoding, *,
            base: np.ndarray | None = None, budget: int | None = None) -> bytes:
     """The update that takes a device to (about) `target`; SPARSE_INT8 needs the device's `base`
     image and keeps under `budget` bytes by sending the largest changes first."""
-    ts = img.tensors(np.asarray(target, np.float32), layers)
+    ts = tensors(np.asarray(target, np.float32), layers)
     if encoding == Encoding.F32:
         return b"".join(t.astype("<f4").tobytes() for t in ts)
     if encoding == Encoding.F16:
@@ -37,7 +36,7 @@ def encode(target: np.ndarray, layers: Sequence[Layer], encoding: Encoding, *,
     if encoding == Encoding.SPARSE_INT8:
         if base is None:
             raise ValueError("a sparse update needs the device's base image")
-        return _sparse(ts, img.tensors(np.asarray(base, np.float32), layers), budget)
+        return _sparse(ts, tensors(np.asarray(base, np.float32), layers), budget)
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
@@ -149,7 +148,7 @@ def decode(update: bytes, layers: Sequence[Layer], encoding: int, base: np.ndarr
     """
     if encoding not in Encoding.__members__.values():
         raise ProtocolError(Code.BAD_ENCODING, f"encoding {encoding}")
-    out = np.empty(img.size(layers), np.float32) if out is None else out
+    out = np.empty(size(layers), np.float32) if out is None else out
     if encoding == Encoding.SPARSE_INT8:
         if base is None:
             raise ProtocolError(Code.BASE_MISMATCH, "no base image for a sparse update")
@@ -165,7 +164,7 @@ def decode(update: bytes, layers: Sequence[Layer], encoding: int, base: np.ndarr
         at += nbytes
         return a
 
-    for t, shape in zip(img.tensors(out, layers), img.shapes(layers)):
+    for t, shape in zip(tensors(out, layers), shapes(layers)):
         flat = t.reshape(-1)
         if encoding == Encoding.F32:
             flat[:] = take(flat.size, "<f4")

@@ -30,7 +30,7 @@ import numpy as np
 import serial
 
 from edgefdfa.errors import EdgeFDFAError
-from edgefdfa.formats.base import Dense
+from edgefdfa.head import Dense, Layer, image_of, layers_of, size
 
 from . import encoding as enc
 from . import image as img
@@ -51,7 +51,6 @@ from .protocol import (
     Encoding,
     Error,
     Hello,
-    Layer,
     Message,
     MsgType,
     Nack,
@@ -181,13 +180,13 @@ def push(port: str | serial.SerialBase, head: Sequence[Dense], *, encoding: str 
             raise ProtocolError(Code.BAD_LENGTH, f"the device's max_frame {hello.max_frame} is out of range")
         if timeout is None:
             s.timeout = 0.2 + 2 * window * hello.max_frame * 10 / s.link.port.baudrate
-        layers = img.layers_of(head)
+        layers = layers_of(head)
         if model_id(layers) != hello.model_id:
             raise ProtocolError(Code.MODEL_MISMATCH, f"head {[(l.n_out, l.n_in) for l in layers]} is not the "
                                                      f"device's {[(l.n_out, l.n_in) for l in hello.layers]}")
         if verify:
             check_infer_fits(hello)  # before anything changes on the device
-        target = img.image_of(head)
+        target = image_of(head)
         code = ENCODINGS[encoding]
         base = images.get((hello.model_id, hello.active_id))
         if code == Encoding.SPARSE_INT8 and base is None:
@@ -238,7 +237,7 @@ def one_frame(key: bytes | None, hello: Hello, begin: Begin, commit: Commit, upd
 def sparse_budget(budget: int | None, layers: Sequence[Layer]) -> int:
     """The byte budget of a sparse update: `budget`, or SPARSE_BUDGET of the slot (at least the
     encoding's minimum); never over the slot."""
-    slot_size = 4 * img.size(layers)
+    slot_size = 4 * size(layers)
     default = max(int(slot_size * SPARSE_BUDGET), enc.sparse_minimum(2 * len(layers)))
     return min(default if budget is None else budget, slot_size)
 
@@ -351,8 +350,9 @@ def rollback(port: str | serial.SerialBase, *, key: bytes | None = None, timeout
         return s.request(MsgType.ROLLBACK, Active, r)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `edgefdfa push` (for this module's main and for edgefdfa's CLI)."""
+def add_arguments(parser: argparse.ArgumentParser, read_head: Callable[[str], Sequence[Dense]]) -> None:
+    """The options of `edgefdfa push`; `read_head(path)` reads the head to push (the CLI, above both
+    packages, gives edgefdfa.export.head_from)."""
     parser.add_argument("model", metavar="CHECKPOINT_OR_MODEL", help="checkpoint, .onnx/.tflite model or head bundle")
     parser.add_argument("--port", required=True, help="device path or pyserial URL (socket://, rfc2217://, loop://)")
     parser.add_argument("--baud", type=int, default=115200)
@@ -364,6 +364,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", action="store_true", help="check the device's INFER against the host's")
     parser.add_argument("--mirror", help="directory where the host keeps what devices hold (for sparse pushes)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for a reply before resending (default: from --baud)")
+    parser.set_defaults(read_head=read_head)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -371,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     key = Path(args.key).read_bytes() if args.key else None
-    head = img.head_from(args.model)
+    head = args.read_head(args.model)
     with tqdm(unit="B", unit_scale=True, desc="push", leave=False) as bar:
         def progress(have: int, total: int) -> None:
             bar.total = total
@@ -387,11 +388,3 @@ def run(args: argparse.Namespace) -> int:
             return 1
     print(report)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`edgefdfa push` on its own: parse `argv` (CHECKPOINT_OR_MODEL --port PORT ...) and run it."""
-    parser = argparse.ArgumentParser(prog="edgefdfa push", description=run.__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-

@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgefdfa.errors import EdgeFDFAError
+from edgefdfa.head import Layer
 
 MAGIC = b"EB"
 VERSION = 2  # PROTOCOL.md: 2 authenticates every state change with a security counter
@@ -130,15 +131,6 @@ class Empty:
         if payload:
             raise ProtocolError(Code.BAD_LENGTH, f"expected an empty payload, got {len(payload)} bytes")
         return cls()
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One row of HELLO's layer table: W (n_out, n_in), b (n_out), an activation code."""
-
-    n_out: int
-    n_in: int
-    activation: int  # 0 identity, 1 relu, 2 tanh, 3 sigmoid
 
 
 def layer_table(layers: tuple[Layer, ...]) -> bytes:

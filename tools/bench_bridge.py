@@ -66,7 +66,7 @@ from cobs import cobs
 import edgefdfa
 from edgefdfa.datasets import load as load_data
 from edgefdfa.export import head_of
-from edgefdfa.formats.base import Dense
+from edgefdfa.head import Dense, image_of, layers_of, size, tensors
 from firmware_bridge import host
 from firmware_bridge import image as img
 from firmware_bridge.cable import Cable
@@ -158,7 +158,7 @@ class TallyPort:
 def rig(head: Sequence[Dense], max_frame: int) -> Iterator[tuple[TallyPort, Emulator]]:
     """A virtual cable, an emulated device holding `head` (its factory weights) and the host's open port."""
     cable = Cable()
-    emulator = Emulator(cable.device, Device(img.layers_of(head), img.image_of(head), max_frame=max_frame)).start()
+    emulator = Emulator(cable.device, Device(layers_of(head), image_of(head), max_frame=max_frame)).start()
     port = TallyPort(open_port(cable.host))
     try:
         yield port, emulator
@@ -215,7 +215,7 @@ def gap(held: np.ndarray, target: np.ndarray, base: np.ndarray, layers, inputs: 
     keeps), and whether its per-element bounds (PROTOCOL.md §4) hold against the pushed-from `base`."""
     y_held, y_target = outputs(held, layers, inputs), outputs(target, layers, inputs)
     sent_ok = closer = True
-    for h, t, b in zip(img.tensors(held, layers), img.tensors(target, layers), img.tensors(base, layers)):
+    for h, t, b in zip(tensors(held, layers), tensors(target, layers), tensors(base, layers)):
         slack = 1e-6 * float(np.abs(t).max()) + 1e-12  # one float32 multiply and add (§4)
         sent = h != b
         sent_ok &= bool(np.all(np.abs(h - t)[sent] <= float(np.abs(t - b).max()) / 254 + slack))
@@ -243,7 +243,7 @@ def head_inputs(case: Case) -> np.ndarray:
 
 def bench(case: Case, turnaround: float) -> dict:
     loaded = head_of(case.learner)[0]
-    layers = img.layers_of(loaded)
+    layers = layers_of(loaded)
     max_frame = 1024 if OVERHEAD + 4 * max(layers[0].n_in, layers[-1].n_out) <= 1024 else MAX_FRAME_LIMIT
     rows, images = [], {}
     t0 = time.monotonic()
@@ -259,11 +259,11 @@ def bench(case: Case, turnaround: float) -> dict:
         base = emulator.device.weights.copy()  # the f32 push: the device holds the head as loaded
         learn(case)
         learned = head_of(case.learner)[0]
-        target = img.image_of(learned)
+        target = image_of(learned)
         inputs = head_inputs(case)
         nothing = gap(base, target, base, layers, inputs)
         when = f"after {SAMPLES} samples"
-        slot = 4 * img.size(layers)
+        slot = 4 * size(layers)
         for fraction in SWEEP:
             budget = int(slot * fraction)
             row = measured_push(port, learned, "sparse", images, turnaround, budget=budget)
@@ -290,7 +290,7 @@ def bench(case: Case, turnaround: float) -> dict:
         row["ratio_f32_over_this"] = full["wire_bytes"] / row["wire_bytes"]
     reach = next(k + 1 for k, p in enumerate(pushes) if p["argmax_agreement"] >= AGREEMENT or k + 1 == len(pushes))
     return {"head": case.name, "layers": [[l.n_out, l.n_in, l.activation] for l in layers], "max_frame": max_frame,
-            "slot_size": slot, "parameters": img.size(layers), "changed": int(np.count_nonzero(target != base)),
+            "slot_size": slot, "parameters": size(layers), "changed": int(np.count_nonzero(target != base)),
             "checked_inputs": len(inputs), "sending_nothing": nothing, "rows": rows,
             "ratio_f32_over_sparse": full["wire_bytes"] / pushes[0]["wire_bytes"],
             "residual_shrinks": all(b["residual_l2"] < a["residual_l2"] for a, b in pairwise(pushes)),

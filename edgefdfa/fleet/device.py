@@ -17,11 +17,11 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from firmware_bridge import encoding as bridge_encoding
-from firmware_bridge import image as bridge_image
 from firmware_bridge.host import sparse_budget
 from firmware_bridge.protocol import Encoding
 
 from ..errors import ConfigError
+from ..head import image_of, layers_of
 from ..model import EdgeModel, load, load_checkpoint
 from ..online import OnlineRun, RunConfig
 from ..stream import Sample, Window, open_source
@@ -72,7 +72,7 @@ class Device:
         accuracy on the stream, the reply's bytes and what a sparse int8 delta would take."""
         model, run = self._restore()
         record.adopt(model.learner, arrays)
-        base = bridge_image.image_of(model.head())
+        base = image_of(model.head())
         start, began = model.learner.n_seen, time.monotonic()
         self._learn(run, start + self.config.samples)
         run.save(str(self.state / CHECKPOINT))
@@ -121,8 +121,8 @@ class Device:
         """What the round's change would cost as the bridge's sparse int8 delta at its default
         budget, and how much of the change (relative L2) it would leave out."""
         head = model.head()
-        layers = bridge_image.layers_of(head)
-        target = bridge_image.image_of(head)
+        layers = layers_of(head)
+        target = image_of(head)
         update = bridge_encoding.encode(target, layers, Encoding.SPARSE_INT8, base=base,
                                         budget=sparse_budget(None, layers))
         got = bridge_encoding.decode(update, layers, Encoding.SPARSE_INT8, base=base)

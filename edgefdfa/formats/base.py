@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..head import Dense
 
 FORMS = {
     "float32": "float32 weights and activations",
@@ -39,17 +40,6 @@ FORMS = {
     "dynamic": "dynamic-range quantized (int8 weights, float activations)",
     "int8": "quantized (int8 weights, int32 bias, int8 activations)",
 }
-
-
-@dataclass
-class Dense:
-    """One dense layer of a file's head, in the engine's convention: y = f(W x + b)."""
-
-    W: np.ndarray  # (n_out, n_in) float32
-    b: np.ndarray  # (n_out,) float32
-    activation: str  # identity | relu | tanh | sigmoid
-    where: str  # where it sits in the file, for messages: "node 'fc1' (Gemm)", "operator 7 (FULLY_CONNECTED)"
-    form: str = "float32"  # how the file stores it: one of FORMS; W and b here are always dequantized float32
 
 
 @dataclass

@@ -8,7 +8,7 @@ neither ONNX nor TFLite. Little-endian throughout:
              each aligned to 8 bytes (zero padding)
     trailer  u32 CRC-32 (zlib / IEEE 802.3) of everything before it
 
-A head is stored as W0, b0, W1, b1, ... plus "activations" (u8 codes, c_header.ACTIVATION_CODES).
+A head is stored as W0, b0, W1, b1, ... plus "activations" (u8 codes, head.ACTIVATION_CODES).
 The reader refuses another magic, version or a bad CRC with a BadModelError saying which.
 """
 
@@ -21,8 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadModelError
-from .base import Dense
-from .c_header import ACTIVATION_CODES
+from ..head import ACTIVATION_CODES, ACTIVATION_NAMES, Dense
 
 MAGIC, VERSION = b"EFDB", 1
 DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<f2"), 3: np.dtype("u1"), 4: np.dtype("<i4"), 5: np.dtype("<u4")}
@@ -81,3 +80,12 @@ def head_tensors(head: Sequence[Dense]) -> dict[str, np.ndarray]:
         tensors[f"W{l}"], tensors[f"b{l}"] = layer.W.astype(np.float32), layer.b.astype(np.float32)
     tensors["activations"] = np.array([ACTIVATION_CODES[layer.activation] for layer in head], dtype=np.uint8)
     return tensors
+
+
+def dense_head(tensors: dict[str, np.ndarray], name: str = "bundle") -> list[Dense]:
+    """The head a bundle's tensors hold (head_tensors' inverse); BadModelError naming `name` if they are not one."""
+    try:
+        return [Dense(tensors[f"W{l}"], tensors[f"b{l}"], ACTIVATION_NAMES[int(a)], f"layer {l}")
+                for l, a in enumerate(tensors["activations"])]
+    except KeyError as e:
+        raise BadModelError(f"{name}: not a head bundle (no tensor or activation code {e})") from None

@@ -12,17 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Dense
-
-ACTIVATION_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}  # edgefdfa_activation
-
-
-def quantize_per_channel(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 W, float32 scale per row): W ~= scale[:, None] * q, with q in [-127, 127]."""
-    peak = np.abs(W).max(axis=1)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(W / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
+from ..head import ACTIVATION_CODES, Dense, layers_of, quantize_per_channel, size
 
 
 def c_header(head: Sequence[Dense], *, int8: bool = False, prefix: str = "edgefdfa_head", source: str = "") -> str:
@@ -39,7 +29,7 @@ def c_header(head: Sequence[Dense], *, int8: bool = False, prefix: str = "edgefd
         f"#define {prefix.upper()}_N_INPUTS {sizes[0]}",
         f"#define {prefix.upper()}_N_OUTPUTS {sizes[-1]}",
         f"#define {prefix.upper()}_SCRATCH_LEN {2 * max(sizes[1:])}  /* floats edgefdfa_head_forward needs */",
-        f"#define {prefix.upper()}_IMAGE_BYTES {4 * sum(l.W.size + l.b.size for l in head)}u  /* the float32 image */",
+        f"#define {prefix.upper()}_IMAGE_BYTES {4 * size(layers_of(head))}u  /* the float32 image */",
         "",
     ]
     table = []

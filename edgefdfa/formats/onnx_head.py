@@ -28,8 +28,8 @@ import onnx
 from onnx import TensorProto
 
 from ..errors import BadModelError
+from ..head import Dense
 from . import onnx_quant
-from .base import Dense
 from .onnx_graph import Graph, Stop, elem_type, node_attrs, opset_version, stored_value
 
 HEAD_OPS = ("Gemm, MatMul+Add and their quantized forms, BatchNormalization after them, Relu, Tanh, Sigmoid, "

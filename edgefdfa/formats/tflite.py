@@ -26,7 +26,8 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..errors import BadModelError, ConfigError
-from .base import Dense, Description, Split, TensorInfo
+from ..head import Dense
+from .base import Description, Split, TensorInfo
 
 # The flatbuffer schema ships with LiteRT, with tflite-micro (the numpy<2 / tflite-runtime setup
 # installs it for this), and with TensorFlow: the first one importable is used.

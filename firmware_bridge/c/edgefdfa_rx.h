@@ -13,6 +13,12 @@
  * Not reentrant: call feed, forward and the accessors from one context. Build with
  * -ffp-contract=off (GCC's default under -std=c99) on targets with a fused multiply-add, so every
  * decoded weight is one float32 multiply and one float32 add, bit for bit the host's (§4).
+ *
+ * The receiver is small units, each with its header: efb_le.h (little-endian fields), efb_crc32,
+ * efb_f16, efb_sha256, efb_hmac, efb_cobs, efb_wire.h (every message's layout, as named offsets),
+ * efb_state (the persistent record), efb_update (the encodings, decoded) and edgefdfa_rx.c (frames,
+ * replies and the session); edgefdfa_head.c runs the head. Build all their .c files
+ * (tools/build_firmware.py lists them).
  */
 #ifndef EDGEFDFA_RX_H
 #define EDGEFDFA_RX_H
@@ -21,6 +27,10 @@
 #include <stdint.h>
 
 #include "edgefdfa_head.h"
+#include "efb_cobs.h"
+#include "efb_sha256.h"
+#include "efb_state.h"
+#include "efb_update.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define EFB_MUST_CHECK __attribute__((warn_unused_result))
@@ -31,7 +41,6 @@
 #define EFB_VERSION 2              /* the protocol version this receiver speaks */
 #define EFB_MIN_FRAME 128          /* the range of max_frame (PROTOCOL.md §1) */
 #define EFB_MAX_FRAME 4096
-#define EFB_DIGEST_BYTES 32        /* SHA-256 and HMAC-SHA256 */
 #define EFB_NO_ID 0xFFFFFFFFu      /* STATUS previous_id of an empty inactive slot */
 #ifndef EFB_MAX_LAYERS
 #define EFB_MAX_LAYERS 8           /* layers a head may have; build everything with the same value */
@@ -39,7 +48,7 @@
 
 /* Bytes of each of the two frame buffers (receive and transmit) for a given max_frame: the longest
  * COBS record of a max_frame-byte frame plus its delimiter. */
-#define EFB_BUF_SIZE(max_frame) ((max_frame) + (max_frame) / 254u + 2u)
+#define EFB_BUF_SIZE(max_frame) ((max_frame) + EFB_COBS_OVERHEAD(max_frame) + 1u)
 /* Floats of forward-pass scratch: the input (n_in of layer 0), the output (n_out of the last
  * layer) and two rows of the widest layer output. */
 #define EFB_SCRATCH_LEN(n_in, n_out, widest) ((n_in) + (n_out) + 2u * (widest))
@@ -76,22 +85,13 @@ typedef enum {
     EFB_STALE = 25           /* a keyed device got a security counter not above its own (a replay) */
 } efb_code;
 
-/* The update encodings (PROTOCOL.md §4); bit e of efb_rx_config.encodings accepts encoding e. */
-typedef enum {
-    EFB_F32 = 0,
-    EFB_F16 = 1,
-    EFB_INT8_TENSOR = 2,
-    EFB_INT8_CHANNEL = 3,
-    EFB_SPARSE_INT8 = 4
-} efb_encoding;
-#define EFB_ALL_ENCODINGS 0x1Fu
-
 /* Why efb_rx_init refused a configuration or a restored state. */
 typedef enum {
     EFB_RX_OK = 0,
     EFB_RX_BAD_ARGUMENT,      /* a NULL receiver, config, buffer or write callback */
-    EFB_RX_BAD_LAYERS,        /* 0 or > EFB_MAX_LAYERS layers, a zero size, n_in != previous n_out,
-                                 an activation outside edgefdfa_activation */
+    EFB_RX_BAD_LAYERS,        /* 0 or > EFB_MAX_LAYERS layers, a size of 0 or over 65535 (HELLO's
+                                 u16), n_in != previous n_out, an activation outside
+                                 edgefdfa_activation */
     EFB_RX_BAD_MAX_FRAME,     /* max_frame outside 128..4096, or HELLO or OUTPUT would not fit it */
     EFB_RX_BAD_SLOT_SIZE,     /* slot_size is not 4 x the head's parameter count */
     EFB_RX_BAD_ENCODINGS,     /* no encoding accepted, or a bit above EFB_SPARSE_INT8 */
@@ -100,35 +100,6 @@ typedef enum {
                                  head (model_id), or whose active slot does not hash to its digest */
     EFB_RX_BIG_ENDIAN         /* this target is not little-endian */
 } efb_rx_status;
-
-/* One row of the layer table (HELLO): W (n_out, n_in), b (n_out), an edgefdfa_activation. */
-typedef struct {
-    uint16_t n_out, n_in;
-    uint8_t activation;
-} efb_layer;
-
-#define EFB_STATE_MAGIC 0x74734245u /* "EBst" little-endian */
-#define EFB_STATE_VERSION 2
-
-/* The persistent record: which slot is active and what each slot holds. Store it as its
- * sizeof(efb_rx_state) bytes with the slots; hand it back to efb_rx_init after a reset. */
-typedef struct {
-    uint32_t magic;                         /* EFB_STATE_MAGIC */
-    uint32_t generation;                    /* +1 on every persist: of two stored copies (A/B), the
-                                               one that passes efb_rx_state_ok with the larger
-                                               generation is current */
-    uint32_t ids[2];                        /* update id of each slot's image (0: factory) */
-    uint8_t digest[2][EFB_DIGEST_BYTES];    /* SHA-256 of each slot's image, checked at init */
-    uint32_t model_id;                      /* CRC-32 of the layer table (HELLO's model_id): init
-                                               refuses a record of another head */
-    uint32_t counter;                       /* the security counter of the last signed change
-                                               (a keyed device; 0 on one without a key) */
-    uint8_t active;                         /* index of the active slot, 0 or 1 */
-    uint8_t valid;                          /* bit s set: slot s holds a verified image */
-    uint8_t version;                        /* EFB_STATE_VERSION */
-    uint8_t reserved;                       /* 0 */
-    uint32_t crc;                           /* CRC-32 of every byte before this field */
-} efb_rx_state;
 
 /* Send bytes to the host: one call per reply frame (COBS-encoded, with its 0x00 delimiter). */
 typedef void (*efb_write_fn)(void *ctx, const uint8_t *bytes, size_t n);
@@ -141,7 +112,9 @@ typedef int (*efb_persist_fn)(void *ctx, const efb_rx_state *next, int slot);
 
 /* Everything the receiver needs; the pointers must stay valid for the receiver's life. */
 typedef struct {
-    const efb_layer *layers;  /* (n_layers,) the head's layer table */
+    const edgefdfa_layer *layers; /* (n_layers,) the head: n_in, n_out and activation are read at
+                                     init (the weight pointers are not: the slots hold the weights),
+                                     so an exported header's table (formats/c_header.py) serves */
     uint8_t n_layers;         /* 1 .. EFB_MAX_LAYERS */
     uint16_t max_frame;       /* 128 .. 4096: the longest decoded frame accepted and sent */
     uint8_t encodings;        /* bit e: efb_encoding e accepted (EFB_ALL_ENCODINGS) */
@@ -159,11 +132,19 @@ typedef struct {
     void *ctx;                /* passed to write and persist */
 } efb_rx_config;
 
+/* A session: the fields of its BEGIN (PROTOCOL.md §2), or of an UPDATE taken as one. */
+typedef struct {
+    uint32_t update_id, base_id, total;
+    uint8_t encoding, flags;
+    uint32_t counter;                      /* its security counter */
+    uint8_t update_hash[EFB_DIGEST_BYTES]; /* SHA-256 the staged update must have at COMMIT */
+} efb_begin;
+
 /* The receiver. Fields are private: read them through the accessors. */
 typedef struct {
     efb_rx_config cfg;
     efb_rx_state state;              /* what the slots hold now */
-    edgefdfa_layer head[EFB_MAX_LAYERS];
+    edgefdfa_layer head[EFB_MAX_LAYERS]; /* the config's layers, pointed into the active slot */
     uint32_t model_id;               /* CRC-32 of the layer table */
     uint32_t record_len;             /* bytes of the record in rx_buf */
     uint32_t record_limit;           /* longest record kept: max_frame + floor(max_frame/254) + 1 */
@@ -171,10 +152,7 @@ typedef struct {
     uint8_t in_session;              /* RECEIVING */
     uint8_t nacked;                  /* a GAP NACK was sent at have == nacked_at */
     uint8_t last_error;              /* efb_code of the last ERROR or NACK sent */
-    uint32_t update_id, base_id, total; /* the session's BEGIN */
-    uint8_t encoding, flags;
-    uint32_t counter;                /* the session's security counter */
-    uint8_t update_hash[EFB_DIGEST_BYTES]; /* SHA-256 the staged update must have at COMMIT */
+    efb_begin session;               /* the session's BEGIN, while in_session */
     uint16_t dropped;                /* frames dropped silently, saturating */
     uint32_t have;                   /* bytes [0, have) of the update are in staging */
     uint32_t nacked_at;
@@ -205,9 +183,5 @@ uint32_t efb_rx_active_id(const efb_rx *rx);
 /* The record of what the slots hold now: the one last persisted, except that a slot a failed
  * COMMIT overwrote is already marked empty here (persisted with the next swap or rollback). */
 const efb_rx_state *efb_rx_state_of(const efb_rx *rx);
-
-/* Whether a stored record is well formed: magic, version, CRC, active index, active slot valid.
- * Use it to pick the current one of two stored copies; efb_rx_init checks it again. */
-int efb_rx_state_ok(const efb_rx_state *state);
 
 #endif

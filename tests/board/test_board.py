@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import edgefdfa
+from edgefdfa.head import image_of, layers_of, size
 from firmware_bridge import host
 from firmware_bridge import image as img
 from firmware_bridge.link import open_port
@@ -49,7 +50,7 @@ def outputs_on(port, features):
 
 def host_outputs(head, features):
     """The host's float32 forward pass of `head`."""
-    layers, image = img.layers_of(head), img.image_of(head)
+    layers, image = layers_of(head), image_of(head)
     return np.array([img.forward(image, layers, f) for f in features])
 
 
@@ -63,9 +64,9 @@ def test_hello_status_and_factory_head(boards, imu):
     assert board.boot == "factory weights"
     with host.session(board.port, 0.5, 5) as s:
         hello = s.request(MsgType.HELLO_REQ, Hello)
-    layers = img.layers_of(factory)
+    layers = layers_of(factory)
     assert hello.layers == layers and hello.model_id == model_id(layers)
-    assert (hello.slot_size, hello.active_id, hello.encodings, hello.flags) == (4 * img.size(layers), 0, 0x1F, 0)
+    assert (hello.slot_size, hello.active_id, hello.encodings, hello.flags) == (4 * size(layers), 0, 0x1F, 0)
     s = host.status(board.port)
     assert (s.state, s.active_id, s.previous_id, s.dropped, s.last_error) == (0, 0, NONE, 0, 0)
     assert np.abs(outputs_on(board.port, features) - host_outputs(factory, features)).max() <= 1e-5
@@ -82,10 +83,10 @@ def test_push_learned_heads_f32_int8_sparse(boards, imu):
     for encoding, head in (("int8", second), ("sparse", first)):  # sparse: a delta against the int8 image
         report = host.push(board.port, head, encoding=encoding, verify=True, images=mirror)
         assert report.encoding == encoding and report.parity <= 1e-5 and report.drift > 0
-        assert report.payload_bytes < img.image_of(head).nbytes / 2
-        held = mirror[(model_id(img.layers_of(head)), report.update_id)]  # the decoded image the board holds
+        assert report.payload_bytes < image_of(head).nbytes / 2
+        held = mirror[(model_id(layers_of(head)), report.update_id)]  # the decoded image the board holds
         device = outputs_on(board.port, features)
-        assert np.abs(device - [img.forward(held, img.layers_of(head), f) for f in features]).max() <= 1e-5
+        assert np.abs(device - [img.forward(held, layers_of(head), f) for f in features]).max() <= 1e-5
         assert np.array_equal(device.argmax(1), host_outputs(head, features).argmax(1))
     s = host.status(board.port)
     assert (s.active_id, s.state, s.dropped, s.last_error) == (report.update_id, 0, 0, 0)
@@ -160,7 +161,7 @@ def test_a_damaged_active_slot_falls_back_to_the_record_before_it(boards, imu):
     flash = board.workdir / "flash.bin"
     data = bytearray(flash.read_bytes())
     _, active = newest_record(data)
-    slot_size = 4 * img.size(img.layers_of(first))
+    slot_size = 4 * size(layers_of(first))
     data[2 * RECORD_SPAN + active * slot_size + 100] ^= 0x40  # one bit of the newest weights
     flash.write_bytes(bytes(data))
     board = boards()

@@ -14,7 +14,7 @@ from cobs import cobs
 
 import edgefdfa
 from edgefdfa.export import head_of
-from firmware_bridge import image as img
+from edgefdfa.head import image_of, layers_of
 from firmware_bridge.emulator import Device, Emulator
 
 
@@ -122,7 +122,7 @@ def rig():
     def make(key=None, **faults):
         relay = Relay(**faults)
         factory = learned_head(seed=99, n=0)
-        emulator = Emulator(relay.device.path, Device(img.layers_of(factory), img.image_of(factory), key=key)).start()
+        emulator = Emulator(relay.device.path, Device(layers_of(factory), image_of(factory), key=key)).start()
         made.append((relay, emulator))
         return relay, emulator
 

@@ -1,7 +1,6 @@
-"""`edgefdfa push` and `edgefdfa device` entry points (firmware_bridge.host.main, emulator.main): the
-emulator as a real subprocess on one pty, the host's main on the other."""
+"""`edgefdfa push` and `edgefdfa device` (edgefdfa/cli.py over firmware_bridge.host and .emulator): the
+device as a real subprocess on one pty, the CLI's push on the other."""
 
-import argparse
 import os
 import select
 import subprocess
@@ -11,19 +10,22 @@ import numpy as np
 import pytest
 
 import edgefdfa
+from edgefdfa import cli
+from edgefdfa.export import head_from
 from edgefdfa.formats import bundle
+from edgefdfa.head import image_of, layers_of
 from firmware_bridge import host
 from firmware_bridge import image as img
 
 
 @pytest.fixture
 def device_process(tmp_path, relays):
-    """start(model, key=None) -> relay: `python -m firmware_bridge.emulator` serving the relay's device pty."""
+    """start(model, key=None) -> relay: `python -m edgefdfa device` serving the relay's device pty."""
     running = []
 
     def start(model, key=None):
         relay = relays()
-        cmd = [sys.executable, "-m", "firmware_bridge.emulator", "--port", relay.device.path, "--model", str(model)]
+        cmd = [sys.executable, "-m", "edgefdfa", "device", "--port", relay.device.path, "--model", str(model)]
         if key:
             (tmp_path / "key").write_bytes(key)
             cmd += ["--key", str(tmp_path / "key")]
@@ -49,21 +51,16 @@ def test_push_a_checkpoint_to_a_device_process(tmp_path, device_process, heads, 
     learner.save(tmp_path / "learner.ckpt")
     relay = device_process(factory, key=b"k" * 32)
     (tmp_path / "key").write_bytes(b"k" * 32)
-    args = [str(tmp_path / "learner.ckpt"), "--port", relay.host.path, "--verify", "--key", str(tmp_path / "key"),
-            "--mirror", str(tmp_path / "mirror")]
-    assert host.main(args + ["--encoding", "sparse"]) == 0
+    args = ["push", str(tmp_path / "learner.ckpt"), "--port", relay.host.path, "--verify", "--key",
+            str(tmp_path / "key"), "--mirror", str(tmp_path / "mirror"), "--encoding", "sparse"]
+    assert cli.main(args) == 0
     assert "(f32)" in capsys.readouterr().out  # nothing mirrored yet: the first sparse push is whole
-    cli = argparse.ArgumentParser(prog="edgefdfa")  # the wiring edgefdfa/cli.py gets
-    sub = cli.add_subparsers(dest="command", required=True)
-    host.add_arguments(sub.add_parser("push"))
-    sub.choices["push"].set_defaults(run=host.run)
-    parsed = cli.parse_args(["push", *args, "--encoding", "sparse"])
-    assert parsed.run(parsed) == 0
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "(sparse)" in out and "parity max|device-host| 0" in out
-    head = img.head_from(str(tmp_path / "learner.ckpt"))
+    head = head_from(tmp_path / "learner.ckpt")
     x = rng.standard_normal(24).astype(np.float32)
-    assert np.abs(host.infer(relay.host.path, x) - img.forward(img.image_of(head), img.layers_of(head), x)).max() <= 1e-5
+    assert np.abs(host.infer(relay.host.path, x) - img.forward(image_of(head), layers_of(head), x)).max() <= 1e-5
 
 
 def test_device_on_a_fresh_pty_prints_the_port_to_push_to(tmp_path, heads, capsys):
@@ -79,7 +76,7 @@ def test_device_on_a_fresh_pty_prints_the_port_to_push_to(tmp_path, heads, capsy
         assert port.startswith("/dev/"), port
         learned = tmp_path / "learned.efdb"
         learned.write_bytes(bundle.pack(bundle.head_tensors(heads())))
-        assert host.main([str(learned), "--port", port, "--verify"]) == 0
+        assert cli.main(["push", str(learned), "--port", port, "--verify"]) == 0
         assert "parity max|device-host| 0" in capsys.readouterr().out
     finally:
         device.terminate()
@@ -92,5 +89,5 @@ def test_push_refused_by_a_keyed_device_exits_1(tmp_path, device_process, heads,
     model = tmp_path / "head.efdb"
     model.write_bytes(bundle.pack(bundle.head_tensors(heads())))
     relay = device_process(model, key=b"secret-key-16-by")
-    assert host.main([str(model), "--port", relay.host.path]) == 1
+    assert cli.main(["push", str(model), "--port", relay.host.path]) == 1
     assert "UNSIGNED" in capsys.readouterr().err

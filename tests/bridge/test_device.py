@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgefdfa.head import Layer, size
 from firmware_bridge import encoding as enc
 from firmware_bridge import image as img
 from firmware_bridge.emulator import Device
@@ -31,8 +32,8 @@ from firmware_bridge.protocol import (
 from tests.bridge import hostile
 from tests.bridge import wire as req
 
-LAYERS = (img.Layer(3, 4, 1), img.Layer(2, 3, 0))
-START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
+LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))
+START = np.arange(size(LAYERS), dtype=np.float32) / 10
 MODEL = model_id(LAYERS)
 
 

@@ -4,6 +4,7 @@ residual carried to the next push, and the HMAC on a keyed device."""
 import numpy as np
 import pytest
 
+from edgefdfa.head import image_of, layers_of, size
 from firmware_bridge import encoding as enc
 from firmware_bridge import host
 from firmware_bridge import image as img
@@ -25,7 +26,7 @@ def test_sparse_residual_is_resent_until_nothing_is_lost(rig, heads):
     images = {}
     first = host.push(relay.host.path, heads(n=10), encoding="sparse", images=images)
     assert first.encoding == "f32"  # the host mirrors nothing of the factory weights: send them whole
-    target = img.image_of(heads(n=40))
+    target = image_of(heads(n=40))
     errors, sizes = [], []
     for _ in range(3):
         report = host.push(relay.host.path, heads(n=40), encoding="sparse", budget=emulator.device.slot_size,
@@ -40,8 +41,8 @@ def test_sparse_residual_is_resent_until_nothing_is_lost(rig, heads):
 
 
 def test_sparse_budget_sends_largest_changes_first():
-    layers = img.layers_of([_dense(20, 10)])
-    base = np.zeros(img.size(layers), np.float32)
+    layers = layers_of([_dense(20, 10)])
+    base = np.zeros(size(layers), np.float32)
     target = np.random.default_rng(0).standard_normal(base.size).astype(np.float32)
     update = enc.encode(target, layers, Encoding.SPARSE_INT8, base=base, budget=100)
     got = enc.decode(update, layers, Encoding.SPARSE_INT8, base)
@@ -51,7 +52,7 @@ def test_sparse_budget_sends_largest_changes_first():
 
 
 def _dense(n_out, n_in):
-    from edgefdfa.formats.base import Dense
+    from edgefdfa.head import Dense
     return Dense(np.zeros((n_out, n_in), np.float32), np.zeros(n_out, np.float32), "relu", "")
 
 
@@ -68,7 +69,7 @@ def test_keyed_device_accepts_signed_and_rejects_unsigned_or_forged(rig, heads):
         host.push(relay.host.path, heads(), key=b"not the device's key", images={})
     assert e.value.code == Code.BAD_SIGNATURE and img.digest(emulator.device.weights) == before
     report = host.push(relay.host.path, heads(), key=KEY, verify=True, images={})
-    assert report.parity == 0 and img.digest(emulator.device.weights) == img.digest(img.image_of(heads()))
+    assert report.parity == 0 and img.digest(emulator.device.weights) == img.digest(image_of(heads()))
 
 
 def test_unkeyed_device_takes_a_signed_update(rig, heads):

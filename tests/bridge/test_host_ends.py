@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from edgefdfa.head import layers_of, size
 from firmware_bridge import host
-from firmware_bridge import image as img
 from firmware_bridge.frame import Frame, FrameReader, encode
 from firmware_bridge.protocol import (
     Ack,
@@ -27,7 +27,7 @@ from firmware_bridge.protocol import (
 from tests.bridge.conftest import Pty, learned_head
 
 HEAD = learned_head()
-LAYERS = img.layers_of(HEAD)
+LAYERS = layers_of(HEAD)
 RETRIES = 5
 WALL = 20.0  # seconds: far above what the retry budget allows, far below "forever"
 
@@ -47,7 +47,7 @@ class ScriptedDevice:
         kind = MsgType(frame.kind)
         self.got[kind] = self.got.get(kind, 0) + 1
         if kind == MsgType.HELLO_REQ:
-            hello = Hello(1024, 0x1F, 0, 4 * img.size(LAYERS), model_id(LAYERS), 0, 0, LAYERS)
+            hello = Hello(1024, 0x1F, 0, 4 * size(LAYERS), model_id(LAYERS), 0, 0, LAYERS)
             return [encode(MsgType.HELLO, frame.seq, hello.pack(), version=self.version)]
         if kind == MsgType.BEGIN:
             return [encode(MsgType.ACK, frame.seq, Ack(0).pack())]

@@ -11,8 +11,8 @@ import time
 import pytest
 from cobs import cobs
 
+from edgefdfa.head import image_of, layers_of
 from firmware_bridge import host
-from firmware_bridge import image as img
 from firmware_bridge.emulator import Device, Emulator
 from firmware_bridge.frame import encode
 from firmware_bridge.link import Link, open_port
@@ -21,14 +21,14 @@ from tests.bridge.conftest import Relay, learned_head
 
 KEY = b"k" * 16
 FACTORY = learned_head(seed=99, n=0)
-MODEL = model_id(img.layers_of(FACTORY))
+MODEL = model_id(layers_of(FACTORY))
 
 
 class PythonDevice:
     """The emulator behind a relay; `restart` is a power cycle (slots and counter kept)."""
 
     def __init__(self, relay, tmp_path):
-        self.device = Device(img.layers_of(FACTORY), img.image_of(FACTORY), key=KEY)
+        self.device = Device(layers_of(FACTORY), image_of(FACTORY), key=KEY)
         self.emulator = Emulator(relay.device.path, self.device).start()
 
     def state(self):

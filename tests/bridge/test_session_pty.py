@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import edgefdfa
 from edgefdfa.export import head_of
+from edgefdfa.head import image_of, layers_of
 from firmware_bridge import host
 from firmware_bridge import image as img
 from firmware_bridge.protocol import (
@@ -24,7 +25,7 @@ X = np.random.default_rng(5).standard_normal((3, 24)).astype(np.float32)
 
 def host_outputs(head):
     """The float head's outputs on X, computed on the host."""
-    layers, image = img.layers_of(head), img.image_of(head)
+    layers, image = layers_of(head), image_of(head)
     return np.array([img.forward(image, layers, x) for x in X])
 
 
@@ -70,7 +71,7 @@ def test_push_survives_a_faulty_line(rig, heads, seed, drop, corrupt, duplicate,
     relay, emulator = rig(seed=seed, drop=drop, corrupt=corrupt, duplicate=duplicate, reorder=reorder)
     head = heads(seed=seed % 7)
     report = host.push(relay.host.path, head, window=6, timeout=0.1, retries=60, images={})
-    assert img.digest(emulator.device.weights) == img.digest(img.image_of(head))
+    assert img.digest(emulator.device.weights) == img.digest(image_of(head))
     assert emulator.device.ids[emulator.device.active] == report.update_id
 
 
@@ -80,7 +81,7 @@ def test_each_fault_is_recovered(rig, heads, fault):
     head = heads()
     report = host.push(relay.host.path, head, window=6, timeout=0.1, retries=60, verify=True, images={})
     assert relay.faults[fault] > 0 and report.parity == 0 and report.drift <= 1e-5
-    assert img.digest(emulator.device.weights) == img.digest(img.image_of(head))
+    assert img.digest(emulator.device.weights) == img.digest(image_of(head))
 
 
 def test_an_update_that_fits_one_frame_is_one_update_and_one_active(rig, heads):
@@ -97,7 +98,7 @@ def test_an_update_that_fits_one_frame_is_one_update_and_one_active(rig, heads):
                                             (True, MsgType.UPDATE), (False, MsgType.ACTIVE)]
     assert report.encoding == "sparse" and report.wire_bytes == sum(n for _, _, n in push)
     assert report.parity == 0 and report.resends == 0
-    mirror = images[(model_id(img.layers_of(learned)), report.update_id)]
+    mirror = images[(model_id(layers_of(learned)), report.update_id)]
     assert np.array_equal(emulator.device.weights, mirror) and emulator.device.session is None
 
 
@@ -110,7 +111,7 @@ def test_each_fault_is_recovered_in_one_frame_updates(rig, heads, fault):
     for n in (10, 20, 30, 40):
         report = host.push(relay.host.path, heads(n=n), encoding="sparse", timeout=0.1, retries=60, images=images)
         assert report.encoding == "sparse"
-        assert np.array_equal(emulator.device.weights, images[(model_id(img.layers_of(heads())), report.update_id)])
+        assert np.array_equal(emulator.device.weights, images[(model_id(layers_of(heads())), report.update_id)])
     assert relay.faults[fault] > 0 and MsgType.UPDATE in {k for _, k, _ in relay.sent}
 
 
@@ -155,7 +156,7 @@ def test_a_port_that_goes_away_is_named_and_the_device_keeps_its_weights(heads):
 
     factory = heads(seed=99, n=0)
     cable = Cable()
-    device = Device(img.layers_of(factory), img.image_of(factory), max_frame=128)
+    device = Device(layers_of(factory), image_of(factory), max_frame=128)
     emulator = Emulator(cable.device, device).start()
     try:
         def unplug(have, total):
@@ -164,7 +165,7 @@ def test_a_port_that_goes_away_is_named_and_the_device_keeps_its_weights(heads):
 
         with pytest.raises(DeviceTimeout, match="went away"):
             host.push(cable.host, heads(n=40), images={}, progress=unplug, timeout=0.3, retries=2)
-        assert np.array_equal(device.weights, img.image_of(factory))
+        assert np.array_equal(device.weights, image_of(factory))
     finally:
         emulator.stop()
 

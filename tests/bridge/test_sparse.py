@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from edgefdfa import cli
 from edgefdfa.formats import bundle
-from edgefdfa.formats.base import Dense
+from edgefdfa.head import Dense, image_of, layers_of, shapes, size, tensors
 from firmware_bridge import encoding as enc
 from firmware_bridge import host
 from firmware_bridge import image as img
@@ -51,7 +52,7 @@ def _layers(draw):
 def sparse_updates(draw):
     """(layers, base, target): a random head and a change at a random subset (empty to every element)."""
     layers = _layers(draw)
-    n = img.size(layers)
+    n = size(layers)
     base = draw(hnp.arrays(np.float32, n, elements=st.floats(-4, 4, width=32)))
     density = draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -66,7 +67,7 @@ def test_sparse_round_trip(update):
     layers, base, target = update
     wire = enc.encode(target, layers, SPARSE, base=base)
     got = enc.decode(wire, layers, SPARSE, base)
-    for g, t, b in zip(img.tensors(got, layers), img.tensors(target, layers), img.tensors(base, layers)):
+    for g, t, b in zip(tensors(got, layers), tensors(target, layers), tensors(base, layers)):
         step = np.float32(np.abs(t - b).max()) / np.float32(127)
         assert np.all(np.abs(g - t) <= step / 2 + 1e-6 * np.abs(t).max() + 1e-30)  # half a step (§4)
         assert np.array_equal(g[t == b], b[t == b])  # nothing unchanged is touched
@@ -117,7 +118,7 @@ def test_a_well_formed_block_with_a_5_byte_gap_decodes():
 def sent(wire, layers):
     """The image positions a SPARSE_INT8 update lists, read from its blocks."""
     out, at, offset = [], 0, 0
-    for shape in img.shapes(layers):
+    for shape in shapes(layers):
         count, _ = struct.unpack_from("<If", wire, at)
         gaps, at = enc.read_varints(wire, at + 8, count)
         out.append(offset + np.cumsum(gaps + 1) - 1)
@@ -166,7 +167,7 @@ def test_budgeted_pushes_match_the_mirror_and_converge(rig, heads):
     images = {}
     host.push(relay.host.path, heads(n=0), encoding="sparse", images=images)  # f32: now mirrored
     learned = heads(n=40)
-    target, layers = img.image_of(learned), img.layers_of(learned)
+    target, layers = image_of(learned), layers_of(learned)
     X = np.random.default_rng(3).standard_normal((8, layers[0].n_in)).astype(np.float32)
     budget = host.sparse_budget(None, layers)
     assert budget == emulator.device.slot_size // 16
@@ -192,12 +193,12 @@ def test_sparse_budget_flag_caps_the_cli_push(tmp_path, rig, heads, capsys):
     for name, n in (("factory.efdb", 0), ("learned.efdb", 40)):
         (tmp_path / name).write_bytes(bundle.pack(bundle.head_tensors(heads(n=n))))
     base = [str(tmp_path / "factory.efdb"), "--port", relay.host.path, "--mirror", str(images_dir)]
-    assert host.main(base + ["--encoding", "f32"]) == 0
+    assert cli.main(["push", *base, "--encoding", "f32"]) == 0
     args = [str(tmp_path / "learned.efdb"), "--port", relay.host.path, "--mirror", str(images_dir),
             "--encoding", "sparse", "--verify"]
-    assert host.main(args + ["--budget", "5"]) == 1
+    assert cli.main(["push", *args, "--budget", "5"]) == 1
     assert "budget of 5 bytes" in capsys.readouterr().err
-    assert host.main(args + ["--budget", "100"]) == 0
+    assert cli.main(["push", *args, "--budget", "100"]) == 0
     out = capsys.readouterr().out
     assert "(sparse): " in out and int(out.split("(sparse): ")[1].split()[0]) <= 100
 
@@ -208,7 +209,7 @@ def test_sparse_budget_flag_caps_the_cli_push(tmp_path, rig, heads, capsys):
 def test_infer_that_does_not_fit_max_frame_is_refused_before_sending(relays, n_in, n_out, name):
     relay = relays()
     layers = (Layer(n_out, n_in, 0),)
-    device = Device(layers, np.zeros(img.size(layers), np.float32), max_frame=128)
+    device = Device(layers, np.zeros(size(layers), np.float32), max_frame=128)
     emulator = Emulator(relay.device.path, device).start()
     try:
         with pytest.raises(ProtocolError) as e:

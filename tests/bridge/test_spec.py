@@ -24,16 +24,17 @@ def test_error_codes_match():
     assert table_rows(r"^\| (\d+)\s+\| ([A-Z_]+)\s+\|", 7) == {c.name: c.value for c in protocol.Code}
 
 
-def c_enum(name):
-    """{NAME: number} of the C receiver's `typedef enum { EFB_NAME = n, ... } name;`."""
-    header = (Path(protocol.__file__).parent / "c" / "edgefdfa_rx.h").read_text()
-    body = re.search(r"typedef enum \{([^}]*)\} " + name + ";", header).group(1)
-    return {k: int(v) for k, v in re.findall(r"EFB_([A-Z0-9_]+) = (\d+)", body)}
+def c_enum(name, header):
+    """{NAME: number} of the C receiver's `typedef enum { EFB_NAME = n, ... } name;` in c/`header`."""
+    text = (Path(protocol.__file__).parent / "c" / header).read_text()
+    body = re.search(r"typedef enum \{([^}]*)\} " + name + ";", text).group(1)
+    return {k: int(v, 0) for k, v in re.findall(r"EFB_([A-Z0-9_]+) = (0x[0-9A-Fa-f]+|\d+)", body)}
 
 
 def test_c_receiver_enums_match():
-    assert c_enum("efb_code") == {c.name: c.value for c in protocol.Code}
-    assert c_enum("efb_encoding") == {e.name: e.value for e in protocol.Encoding}
+    assert c_enum("efb_code", "edgefdfa_rx.h") == {c.name: c.value for c in protocol.Code}
+    assert c_enum("efb_encoding", "efb_update.h") == {e.name: e.value for e in protocol.Encoding}
+    assert c_enum("efb_type", "efb_wire.h") == {t.name: t.value for t in protocol.MsgType}
 
 
 def test_encodings_match():

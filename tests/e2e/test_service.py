@@ -5,7 +5,6 @@ ending with exactly the weights of an uninterrupted run. Log lines carry journal
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 import edgefdfa
 from edgefdfa import checkpoint
 from edgefdfa.datasets import load
+from child_output import read_until
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "edgefdfa.service"
@@ -89,17 +89,8 @@ class Service:
         self.proc = subprocess.Popen([sys.executable, "-m", "edgefdfa", *argv[1:]], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "JOURNAL_STREAM": "8:1234"})  # as systemd sets it
-        self.log = self._wait_for("reading")
+        self.log = read_until(self.proc.stderr, "reading")
 
-    def _wait_for(self, text: str, timeout: float = 60.0) -> str:
-        seen, end = "", time.monotonic() + timeout
-        while text not in seen:
-            ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, end - time.monotonic()))
-            assert ready, f"the service did not say {text!r}: {seen!r}"
-            line = self.proc.stderr.readline()
-            assert line, f"the service exited: {seen!r}"
-            seen += line
-        return seen
 
     def send(self, lines: list[str]) -> None:
         os.write(self.master, b"\n")  # the first line after a connect may be partial: the source drops it

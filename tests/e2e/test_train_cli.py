@@ -4,7 +4,6 @@ outright) ends with exactly the weights of an uninterrupted one."""
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 import edgefdfa
 from edgefdfa import checkpoint
 from edgefdfa.datasets import load
+from child_output import read_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "imu-activity.onnx"
@@ -51,16 +51,7 @@ class Trainer:
             [sys.executable, "-m", "edgefdfa", "train", str(MODEL), "--data", f"serial://{port}?baud=115200",
              "--window", "32", "--hop", "8", "--json", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._wait_for(b"reading")
-
-    def _wait_for(self, text: bytes, timeout: float = 60.0):
-        seen, end = b"", time.monotonic() + timeout
-        while text not in seen:
-            ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, end - time.monotonic()))
-            assert ready, f"trainer did not say {text!r}: {seen!r}"
-            line = self.proc.stderr.readline().encode()
-            assert line, f"trainer exited: {seen!r}"
-            seen += line
+        read_until(self.proc.stderr, "reading")
 
     def send(self, lines):
         os.write(self.master, b"\n")  # the first line after a connect may be partial: the source drops it

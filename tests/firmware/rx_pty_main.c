@@ -173,15 +173,14 @@ int main(int argc, char **argv) {
     size_t head_len, key_len = 0;
     uint8_t *head = read_file(argv[1], &head_len), *key = NULL;
     if (head == NULL || head_len < 1 || head_len < 1u + 5u * head[0]) die("cannot read the head file");
-    static efb_layer layers[EFB_MAX_LAYERS];
+    static edgefdfa_layer layers[EFB_MAX_LAYERS];
     uint8_t n_layers = head[0];
     if (n_layers > EFB_MAX_LAYERS) die("too many layers");
     uint32_t slot_size = 0;
     for (unsigned l = 0; l < n_layers; ++l) {
         const uint8_t *p = head + 1 + 5 * l;
-        layers[l].n_out = (uint16_t)(p[0] | p[1] << 8);
-        layers[l].n_in = (uint16_t)(p[2] | p[3] << 8);
-        layers[l].activation = p[4];
+        layers[l] = (edgefdfa_layer){.n_in = (uint32_t)(p[2] | p[3] << 8), .n_out = (uint32_t)(p[0] | p[1] << 8),
+                                     .activation = p[4]};
         slot_size += EFB_LAYER_BYTES(layers[l].n_out, layers[l].n_in);
     }
     size_t table = 1u + 5u * n_layers;

@@ -72,7 +72,7 @@ def test_int8_header_agrees_on_argmax(trained, tmp_path):
 
 
 def test_int8_quantisation_follows_the_tflite_spec():
-    from edgefdfa.formats.c_header import quantize_per_channel
+    from edgefdfa.head import quantize_per_channel
 
     W = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     W[3] = 0.0

@@ -19,6 +19,7 @@ from cobs import cobs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgefdfa.head import image_of, layers_of, size
 from firmware_bridge import encoding as enc
 from firmware_bridge import host
 from firmware_bridge import image as img
@@ -46,17 +47,18 @@ from firmware_bridge.protocol import VERSION
 from tests.bridge import hostile
 from tests.bridge import wire as req
 from tests.bridge.conftest import Relay, learned_head
+from tools.build_firmware import RECEIVER
 
 ROOT = Path(__file__).resolve().parents[2]
 C_DIR = ROOT / "firmware_bridge" / "c"
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-pedantic", "-ffp-contract=off"]
-SOURCES = [C_DIR / "edgefdfa_rx.c", C_DIR / "edgefdfa_head.c"]
+SOURCES = RECEIVER
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (apt-get install gcc)")
 
 LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))  # the small head of tests/bridge/test_device.py
-START = np.arange(img.size(LAYERS), dtype=np.float32) / 10
-SLOT = 4 * img.size(LAYERS)
+START = np.arange(size(LAYERS), dtype=np.float32) / 10
+SLOT = 4 * size(LAYERS)
 KEY = b"k" * 16
 STATE = struct.Struct("<4I64sIIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, counter, active,
 #                                         valid, version, reserved, crc
@@ -93,7 +95,7 @@ class Cases:
     """rx_pty_main --cases: one process answering many byte streams, each on a fresh device."""
 
     def __init__(self, exe, tmp_path, key, layers, image, max_frame):
-        self.slot = 4 * img.size(layers)
+        self.slot = 4 * size(layers)
         args = [str(exe), str(write_head(tmp_path / "head.bin", layers, image)), "-", "--cases",
                 "--max-frame", str(max_frame)]
         if key is not None:
@@ -221,7 +223,7 @@ def varint_update(gaps_bytes, count, q=b"", scale=0.5):
 
 BAD_F32 = START.copy()
 BAD_F32[5] = np.nan
-F16_INF = np.zeros(img.size(LAYERS), "<f2")
+F16_INF = np.zeros(size(LAYERS), "<f2")
 F16_INF[3] = np.inf
 # INT8_TENSOR: W0 scale (inf) and 12 q (one nonzero), b0, W1 scale and 6 q, b1; 12 bytes short as INT8_CHANNEL
 INT8_INF_SCALE = (struct.pack("<f", np.inf) + bytes([1]) + bytes(11) + bytes(12)
@@ -444,7 +446,7 @@ def test_random_streams_answer_like_the_python_device(run_c, stream, delimit, ke
 def special_image(seed):
     """An image with float16 subnormals, signed zeros, large and tiny values."""
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(img.size(LAYERS)) * 10 ** rng.uniform(-8, 4, img.size(LAYERS))).astype(np.float32)
+    x = (rng.standard_normal(size(LAYERS)) * 10 ** rng.uniform(-8, 4, size(LAYERS))).astype(np.float32)
     x[:6] = [6e-8, -3e-6, 6.1e-5, -0.0, 65504, 1e-30]
     return x
 
@@ -528,7 +530,7 @@ def test_signed_update_commits_with_any_key_length(run_c, key_len):
 def test_wide_outputs_cross_cobs_blocks(run_c):
     """OUTPUT frames longer than 254 bytes (several COBS blocks) decode to the host's values."""
     layers = (Layer(100, 4, 0),)
-    image = np.random.default_rng(3).standard_normal(img.size(layers)).astype(np.float32)
+    image = np.random.default_rng(3).standard_normal(size(layers)).astype(np.float32)
     x = np.array([1, -2, 0.5, 3], np.float32)
     wire = msg(MsgType.INFER, Vector(x).pack(), seq=5) + msg(MsgType.HELLO_REQ, seq=6)
     c_out, _ = run_c(wire, layers=layers, image=image, max_frame=1024)
@@ -541,7 +543,7 @@ def test_wide_outputs_cross_cobs_blocks(run_c):
 
 X = np.random.default_rng(5).standard_normal((3, 24)).astype(np.float32)
 FACTORY = learned_head(seed=99, n=0)
-SLOT_24 = 4 * img.size(img.layers_of(FACTORY))  # the slot of the 24-32-4 head on the pty
+SLOT_24 = 4 * size(layers_of(FACTORY))  # the slot of the 24-32-4 head on the pty
 
 
 class CDevice:
@@ -549,7 +551,7 @@ class CDevice:
 
     def __init__(self, exe, port, tmp_path, key=None, extra=()):
         self.state = tmp_path / "state.bin"
-        head = write_head(tmp_path / "head.bin", img.layers_of(FACTORY), img.image_of(FACTORY))
+        head = write_head(tmp_path / "head.bin", layers_of(FACTORY), image_of(FACTORY))
         self.args = [str(exe), str(head), str(self.state), "--pty", port, *extra]
         if key is not None:
             (tmp_path / "key").write_bytes(key)
@@ -600,7 +602,7 @@ def outputs(port):
 
 
 def forward(head):
-    return np.array([img.forward(img.image_of(head), img.layers_of(head), x) for x in X])
+    return np.array([img.forward(image_of(head), layers_of(head), x) for x in X])
 
 
 @pytest.mark.parametrize("encoding", ["f32", "f16", "int8", "int8-tensor"])
@@ -610,7 +612,7 @@ def test_every_encoding_installs_the_hosts_decoded_weights(c_rig, encoding):
     head = learned_head()
     report = host.push(relay.host.path, head, encoding=encoding, verify=True, images=images)
     assert report.encoding == encoding and report.parity <= 1e-5
-    mid = model_id(img.layers_of(head))
+    mid = model_id(layers_of(head))
     active_id, image = device.image()
     assert active_id == report.update_id and image.tobytes() == images[(mid, report.update_id)].tobytes()
     assert host.status(relay.host.path).active_id == report.update_id
@@ -620,9 +622,9 @@ def test_sparse_pushes_carry_the_residual(c_rig):
     """Budgeted sparse pushes: the device holds the host's mirror bit for bit, and the residual to
     the learned weights shrinks on every push (PROTOCOL.md §4); one that fits the slot ends it."""
     relay, device = c_rig()
-    images, mid = {}, model_id(img.layers_of(FACTORY))
+    images, mid = {}, model_id(layers_of(FACTORY))
     assert host.push(relay.host.path, learned_head(n=10), encoding="sparse", images=images).encoding == "f32"
-    target = img.image_of(learned_head(n=40))
+    target = image_of(learned_head(n=40))
     residuals = [np.abs(device.image()[1] - target)]
     for budget in [None, None, SLOT_24]:
         report = host.push(relay.host.path, learned_head(n=40), encoding="sparse", budget=budget, verify=True,
@@ -653,7 +655,7 @@ def test_faulty_line_still_completes(c_rig, fault):
     head = learned_head(seed=2)
     report = host.push(relay.host.path, head, window=6, timeout=0.1, retries=60, verify=True, images={})
     assert relay.faults[fault] > 0 and report.parity <= 1e-5
-    assert device.image()[1].tobytes() == img.image_of(head).tobytes()
+    assert device.image()[1].tobytes() == image_of(head).tobytes()
 
 
 def test_kill_mid_transfer_keeps_old_weights_then_completes(c_rig):
@@ -716,7 +718,7 @@ def test_restart_checks_the_persisted_slots(c_rig):
     data[STATE.size + SLOT_24] ^= 1
     device.state.write_bytes(data)
     tanh_head = write_head(device.state.with_name("tanh.bin"),  # the same sizes: only model_id tells
-                           [Layer(l.n_out, l.n_in, 2) for l in img.layers_of(FACTORY)], img.image_of(FACTORY))
+                           [Layer(l.n_out, l.n_in, 2) for l in layers_of(FACTORY)], image_of(FACTORY))
     proc = subprocess.run([device.args[0], str(tanh_head), *device.args[2:]], check=False, capture_output=True,
                           timeout=10)
     assert proc.returncode == 3 and b"efb_rx_init failed: 7" in proc.stderr

@@ -23,7 +23,8 @@
 #define SLOT_FLOATS (3 * 4 + 3 + 2 * 3 + 2) /* the small head of tests/firmware/test_receiver.py */
 #define MAX_FRAME_CAP 1024u
 
-static const efb_layer LAYERS[N_LAYERS] = {{3, 4, EDGEFDFA_RELU}, {2, 3, EDGEFDFA_IDENTITY}};
+static const edgefdfa_layer LAYERS[N_LAYERS] = {{.n_in = 4, .n_out = 3, .activation = EDGEFDFA_RELU},
+                                                {.n_in = 3, .n_out = 2, .activation = EDGEFDFA_IDENTITY}};
 static const uint8_t KEY[16] = {'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k', 'k'};
 
 static float slots[2][SLOT_FLOATS], flash_slots[2][SLOT_FLOATS];

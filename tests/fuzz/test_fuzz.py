@@ -1,8 +1,9 @@
 """libFuzzer on the C receiver, keyed and unkeyed, with its persistence hooks and a restart partway
 through each input (tests/fuzz/fuzz_rx.c): no sanitizer finding, no broken invariant (a state
 change on a keyed device without a fresh counter, a record the receiver refuses after writing it, a
-malformed reply), within EDGEFDFA_FUZZ_SECONDS; then the line coverage of edgefdfa_rx.c that the
-corpus it grew reaches, measured with clang's source-based coverage."""
+malformed reply), within EDGEFDFA_FUZZ_SECONDS; then the line coverage of the receiver's units
+(edgefdfa_rx.c and the efb_*.c it is built from) that the corpus it grew reaches, measured with
+clang's source-based coverage."""
 
 import os
 import re
@@ -10,11 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tools.build_firmware import C_DIR, RECEIVER
+
 HERE = Path(__file__).parent
-C_DIR = HERE.parents[1] / "firmware_bridge" / "c"
-SOURCES = [HERE / "fuzz_rx.c", C_DIR / "edgefdfa_rx.c", C_DIR / "edgefdfa_head.c"]
+SOURCES = [HERE / "fuzz_rx.c", *RECEIVER]
 FLAGS = ["-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-Wconversion", "-ffp-contract=off", f"-I{C_DIR}"]
-MIN_LINE_COVERAGE = 90.0  # percent of edgefdfa_rx.c's lines; the seeds alone reach about 94
+COVERED = [p for p in RECEIVER if p.name != "edgefdfa_head.c"]  # the receiver's units (the head has its own tests)
+MIN_LINE_COVERAGE = 90.0  # percent of their lines; the seeds alone reach about 94
 
 
 def build(clang, out, *flags):
@@ -23,13 +26,13 @@ def build(clang, out, *flags):
 
 
 def line_coverage(clang, tmp_path, corpus):
-    """Percent of edgefdfa_rx.c's lines run by the inputs in `corpus`."""
+    """Percent of the receiver's lines (COVERED) run by the inputs in `corpus`."""
     exe = build(clang, tmp_path / "fuzz_rx_cov", "-fsanitize=fuzzer", "-fprofile-instr-generate", "-fcoverage-mapping")
     raw, data = tmp_path / "cov.profraw", tmp_path / "cov.profdata"
     subprocess.run([str(exe), str(corpus), "-runs=0"], check=True, capture_output=True,
                    env={**os.environ, "LLVM_PROFILE_FILE": str(raw)})
     subprocess.run(["llvm-profdata", "merge", "-sparse", str(raw), "-o", str(data)], check=True)
-    report = subprocess.run(["llvm-cov", "report", str(exe), f"-instr-profile={data}", str(C_DIR / "edgefdfa_rx.c")],
+    report = subprocess.run(["llvm-cov", "report", str(exe), f"-instr-profile={data}", *map(str, COVERED)],
                             check=True, capture_output=True, text=True).stdout
     row = next(line for line in report.splitlines() if line.startswith("TOTAL"))
     return float(re.findall(r"([\d.]+)%", row)[-2])  # regions, functions, lines, branches: lines
@@ -52,5 +55,5 @@ def test_fuzz_the_receiver(tmp_path, clang, report):
     assert runs > 1000, run.stderr[-2000:]  # it did fuzz, not just load the seeds
     coverage = line_coverage(clang, tmp_path, corpus)
     report(f"fuzz tier: {runs:,} libFuzzer runs in {seconds} s (ASan+UBSan), {seeds} seeds grown to "
-                   f"{len(list(corpus.iterdir()))} inputs, {edges} edges, edgefdfa_rx.c line coverage {coverage:.1f}%")
+                   f"{len(list(corpus.iterdir()))} inputs, {edges} edges, receiver line coverage {coverage:.1f}%")
     assert coverage >= MIN_LINE_COVERAGE

@@ -27,7 +27,6 @@ static float slots[2][SLOT_FLOATS];
 static uint8_t staging[FACTORY_HEAD_IMAGE_BYTES];
 static uint8_t rx_buf[EFB_BUF_SIZE(MAX_FRAME)], tx_buf[EFB_BUF_SIZE(MAX_FRAME)];
 static float scratch[EFB_SCRATCH_LEN(FACTORY_HEAD_N_INPUTS, FACTORY_HEAD_N_OUTPUTS, WIDEST)];
-static efb_layer layers[FACTORY_HEAD_N_LAYERS];
 static efb_rx rx;
 
 static void write_uart(void *ctx, const uint8_t *bytes, size_t n) {
@@ -42,12 +41,11 @@ static int persist(void *ctx, const efb_rx_state *next, int slot) {
     return flash_store_state(next) != FLASH_OK;
 }
 
-/* The factory head's layer table, and its image (W0 b0 W1 b1 ...) into slot 0. */
+/* The factory head's image (W0 b0 W1 b1 ...) into slot 0. */
 static void load_factory(void) {
     float *at = slots[0];
     for (uint32_t l = 0; l < FACTORY_HEAD_N_LAYERS; ++l) {
         const edgefdfa_layer *f = &factory_head_layers[l];
-        layers[l] = (efb_layer){(uint16_t)f->n_out, (uint16_t)f->n_in, f->activation};
         memcpy(at, f->w_f32, sizeof(float) * f->n_out * f->n_in);
         at += f->n_out * f->n_in;
         memcpy(at, f->bias, sizeof(float) * f->n_out);
@@ -94,7 +92,7 @@ static efb_rx_status boot(efb_rx_config *config) {
 
 int main(void) {
     efb_rx_config config = {
-        .layers = layers, .n_layers = FACTORY_HEAD_N_LAYERS, .max_frame = MAX_FRAME,
+        .layers = factory_head_layers, .n_layers = FACTORY_HEAD_N_LAYERS, .max_frame = MAX_FRAME,
         .encodings = EFB_ALL_ENCODINGS, .key = BOARD_KEY_LEN ? board_key : NULL, .key_len = BOARD_KEY_LEN,
         .slot_size = FACTORY_HEAD_IMAGE_BYTES,
         .slots = {slots[0], slots[1]}, .staging = staging, .rx_buf = rx_buf, .tx_buf = tx_buf,
