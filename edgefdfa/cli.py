@@ -44,10 +44,14 @@ def demo(args: argparse.Namespace) -> int:
     names = {"frozen": "frozen", "fdfa": "fdfa (on device)", "bp": "bp (reference)"}
     for name, m in summary["models"].items():
         print(f"{names[name]:18} {m['before_shift']:12.1%} {m['after_shift']:12.1%} {m['last_100']:9.1%}")
+    m = summary["device_learning"]
+    print(f"{'fdfa (by the MCU)':18} {m['before_shift']:12.1%} {m['after_shift']:12.1%} {m['last_100']:9.1%}")
     d = summary["device"]
     print(f"\npushed to an emulated device over a serial line: {d['encoding']} update of {d['payload_bytes']:,} bytes "
           f"({d['wire_bytes']:,} on the wire; float32 would be {d['f32_bytes']:,}); device answers vs the host's: "
-          f"max |diff| {d['parity']:.2g}, same class on {d['same_class']:.0%} of {d['checked']} windows\n")
+          f"max |diff| {d['parity']:.2g}, same class on {d['same_class']:.0%} of {d['checked']} windows")
+    print(f"the MCU learned by itself: {m['steps']:,} FDFA steps from LEARN frames of 4 windows' features "
+          f"({m['bytes_per_sample']:.0f} bytes a window on the wire, {m['samples_per_s']:,.0f} windows/s here)\n")
     for kind, path in summary["files"].items():
         print(f"{kind:7} {path}")
     if "plot_skipped" in summary:
@@ -104,13 +108,7 @@ def train(args: argparse.Namespace) -> int:
     else:
         options = {k: v for k, v in (("lr", args.lr), ("optimizer", args.optimizer)) if v is not None}
         model = load(args.model, head=args.head, rule=args.rule, loss=args.loss, **options)
-    window, n_features = None, int(np.prod([d or 1 for d in model.sample_shape]))
-    if args.window:
-        if len(model.sample_shape) != 2 or model.sample_shape[0] not in (None, args.window):
-            raise ConfigError(f"--window {args.window}: the model takes samples of shape {model.sample_shape}, "
-                              f"not windows of {args.window} steps x channels")
-        n_features = model.sample_shape[1]
-        window = Window(args.window, args.hop or args.window, n_features)
+    window, n_features = _window(model, args)
     progress = None if args.json else Progress(f"train {Path(args.model).name}")
     config = RunConfig(delay=args.delay, checkpoint=ckpt, checkpoint_every=args.checkpoint_every, drift=args.drift,
                        range_guard=args.range_guard, range_margin=args.range_margin)
@@ -287,6 +285,57 @@ def _shape(shape) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
+def teach(args: argparse.Namespace) -> int:
+    """Stream a source through the model's backbone to a device that learns the head by itself."""
+    from firmware_bridge.teach import teach as teach_device
+    from tqdm import tqdm
+
+    from .head import layers_of
+    from .model import load
+    from .stream import open_source
+
+    model = load(args.model, head=args.head)
+    window, n_features = _window(model, args)
+    key = Path(args.key).read_bytes() if args.key else None
+
+    def samples(source):
+        for sample in source:
+            if window is not None:
+                got = window.push(sample.x, sample.y)
+                if got is None:
+                    continue
+                x, y = got
+            else:
+                x, y = sample.x, sample.y
+            if y is not None:  # a device learns only from labelled samples
+                yield model.features(x), int(y) if float(y).is_integer() else y
+
+    with open_source(args.data, n_features=n_features, rate=args.rate) as source, \
+            tqdm(desc=f"teach {Path(args.model).name}", unit="sample", disable=args.json or None) as bar:
+        print(f"edgefdfa: reading {args.data}", file=sys.stderr, flush=True)
+        report = teach_device(args.port, samples(source), key=key, save_every=args.save_every, save=not args.no_save,
+                              baud=args.baud, timeout=args.timeout, layers=layers_of(model.head()),
+                              progress=lambda n: bar.update(n - bar.n))
+    if args.json:
+        print(json.dumps(report.summary(), indent=1))
+    else:
+        print(report)
+    return 0
+
+
+def _window(model: Any, args: argparse.Namespace) -> tuple[Any, int]:
+    """The Window a time-series model's --window asks for (or None) and the features a source step has."""
+    from .stream import Window
+
+    n_features = int(np.prod([d or 1 for d in model.sample_shape]))
+    if not args.window:
+        return None, n_features
+    if len(model.sample_shape) != 2 or model.sample_shape[0] not in (None, args.window):
+        raise ConfigError(f"--window {args.window}: the model takes samples of shape {model.sample_shape}, "
+                          f"not windows of {args.window} steps x channels")
+    return Window(args.window, args.hop or args.window, model.sample_shape[1]), model.sample_shape[1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefdfa", description="On-device learning for edge devices.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -348,6 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("push", help="stream a checkpoint's or model's head to a microcontroller over serial")
     bridge_host.add_arguments(p, head_from)
     p.set_defaults(run=bridge_host.run)
+    p = sub.add_parser("teach", help="stream a source through the model's backbone to a device that learns by itself")
+    p.add_argument("model", help="the .onnx or .tflite file whose backbone makes the device head's inputs")
+    p.add_argument("--data", required=True, metavar="SOURCE", help="as `edgefdfa train --data`")
+    p.add_argument("--port", required=True, help="the device: a path or pyserial URL")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--head", type=int, help="dense layers in the head (default: the trailing run)")
+    p.add_argument("--window", type=int, metavar="L", help="make windows of L steps (time-series models)")
+    p.add_argument("--hop", type=int, metavar="H", help="steps between windows (default: L)")
+    p.add_argument("--rate", type=float, help="replay a file at this many samples per second")
+    p.add_argument("--key", help="file holding the pre-shared HMAC key of a keyed device")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="SAVE after every N samples (default: at the end)")
+    p.add_argument("--no-save", action="store_true", help="leave what the device learned unsaved (lost at its reset)")
+    p.add_argument("--timeout", type=float, help="seconds to wait for a reply before resending (default: from --baud)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(run=teach)
     p = sub.add_parser("device", help="an emulated device serving the bridge protocol on a serial port")
     bridge_device.add_arguments(p, head_from)
     p.set_defaults(run=bridge_device.run)

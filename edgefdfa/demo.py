@@ -7,8 +7,11 @@ stream the watch is strapped on upside down: the x and y axes of both sensors ar
 copies of the shipped imu-activity model see the same windows, test-then-train: frozen, adapted
 with FDFA, and adapted with BP as the reference. The FDFA-adapted head is then written into both
 shipped model files and a C header, and each file is run in its interpreter to check its answers.
-Last, it is pushed as a sparse int8 delta over a serial line (a pair of pseudo-terminals) to an
+Then it is pushed as a sparse int8 delta over a serial line (a pair of pseudo-terminals) to an
 emulated microcontroller holding the shipped head, whose answers are checked against the host's.
+Last, a second emulated microcontroller with the shipped head learns by itself (PROTOCOL.md §8):
+the host's backbone turns the same stream into the head's inputs, streamed to it as LEARN frames,
+and the device's own test-then-train predictions are scored as the host's are.
 """
 
 from __future__ import annotations
@@ -111,6 +114,35 @@ def push_to_device(model: EdgeModel, factory: list[Dense], check: list[np.ndarra
                 same_class=float(np.mean(device.argmax(1) == host_answers.argmax(1))), checked=len(check))
 
 
+def device_learns(frozen: EdgeModel, samples: list[Sample], shift: int) -> dict:
+    """An emulated microcontroller holding the shipped head learns the whole stream by itself over a
+    serial line; its prequential accuracy before and after the shift, scored as run_one scores."""
+    from firmware_bridge.cable import Cable
+    from firmware_bridge.emulator import Device, Emulator
+    from firmware_bridge.learning import LearnConfig
+    from firmware_bridge.teach import teach
+
+    window, stream, late = Window(WINDOW, HOP, 6), [], 0
+    for k, s in enumerate(samples):
+        got = window.push(s.x, s.y)
+        if got is not None:
+            stream.append((frozen.features(got[0]), int(got[1])))
+            late += k >= shift
+    head = frozen.head()
+    with Cable() as cable:
+        device = Device(layers_of(head), image_of(head), max_frame=512, learn=LearnConfig(lr=RUNS["fdfa"]["lr"]))
+        emulator = Emulator(cable.device, device).start()
+        try:
+            report = teach(cable.host, stream, layers=layers_of(head))
+        finally:
+            emulator.stop()
+    right = np.array(report.predictions) == np.array([y for _, y in stream])
+    early = len(stream) - late
+    return dict(before_shift=float(right[:early].mean()), after_shift=float(right[early:].mean()),
+                last_100=float(right[-100:].mean()), steps=report.steps, saves=report.saves,
+                samples_per_s=report.rate, bytes_per_sample=report.bytes_per_sample, frames=report.frames)
+
+
 def demo(out: Path, plot: bool = True) -> dict:
     samples, shift = imu_stream()
     path = MODELS / "imu-activity.onnx"
@@ -127,6 +159,7 @@ def demo(out: Path, plot: bool = True) -> dict:
                    for r in results},
         "files": files,
         "device": device,
+        "device_learning": device_learns(results[0].run.model, samples, shift),
     }
     if plot:
         from .plot import plot_runs

@@ -1,8 +1,8 @@
 """A device in Python: two weight slots, a staging buffer and the device side of the session
-(PROTOCOL.md §6), served over a serial port. Tests and the demo use it where a microcontroller
+(PROTOCOL.md §6), and, configured to learn, the device's own learning (§8), served over a serial port. Tests and the demo use it where a microcontroller
 would sit; the C receiver implements the same state machine.
 
-    edgefdfa device --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_MODEL_OR_BUNDLE]
+    edgefdfa device --port PORT | --pty [--key FILE] [--model CHECKPOINT_OR_MODEL_OR_BUNDLE] [--learn [--lr LR] ...]
 
 `--pty` serves one end of a fresh virtual null-modem cable (firmware_bridge.cable) and prints the
 path of the other end, the port a host opens (as QEMU's `-serial pty` does).
@@ -27,11 +27,13 @@ from edgefdfa.head import Dense, Layer, image_of, layers_of, size
 from . import encoding as enc
 from . import image as img
 from .cable import Cable
+from .learning import Learning, LearnConfig, Saved
 from .frame import MAX_FRAME_LIMIT, MIN_FRAME, Frame, FrameError, FrameReader, encode
 from .link import open_port
 from .protocol import (
     DIGEST_BYTES,
     KEYED,
+    LEARNS,
     NONE,
     SIGNED,
     Ack,
@@ -43,13 +45,17 @@ from .protocol import (
     Encoding,
     Error,
     Hello,
+    Learn,
+    Learned,
     Message,
     MsgType,
     Nack,
     ProtocolError,
     Rollback,
+    Save,
     State,
     Status,
+    TARGETS,
     Update,
     Vector,
     decode_message,
@@ -63,12 +69,13 @@ Reply = tuple[MsgType, int, Message]  # type, seq, message
 class Device:
     """The device's memory and state machine; `handle` maps one received frame to its replies.
 
-    Slots, ids and the security counter persist across `reset` (they model flash); the session
-    (staging) does not.
+    Slots, ids and the security counter persist across `reset` (they model flash), and so does what
+    the last record saved of learning (`learn`: the step count, the generator, the feedback); the
+    session (staging), the working copy's unsaved steps and the learn floor do not.
     """
 
     def __init__(self, layers: Sequence[Layer], weights: np.ndarray, *, key: bytes | None = None,
-                 max_frame: int = 1024, encodings: int = ALL_ENCODINGS) -> None:
+                 max_frame: int = 1024, encodings: int = ALL_ENCODINGS, learn: LearnConfig | None = None) -> None:
         if not MIN_FRAME <= max_frame <= MAX_FRAME_LIMIT:
             raise ValueError(f"max_frame {max_frame!r} is outside [{MIN_FRAME}, {MAX_FRAME_LIMIT}]")
         self.layers = tuple(layers)
@@ -79,6 +86,8 @@ class Device:
         self.slots[0] = weights
         self.ids, self.valid, self.active = [0, 0], [True, False], 0
         self.counter = 0  # the security counter of the last state change (persisted with the slots)
+        self.learning = Learning(self.layers, learn, weights) if learn else None
+        self.saved: Saved | None = self.learning.saved() if self.learning else None  # persisted with the record
         self.staging = bytearray(self.slot_size)
         self.dropped, self.last_error = 0, Code.OK
         self.lock = threading.Lock()
@@ -90,6 +99,9 @@ class Device:
         with self.lock:
             self.session: Begin | None = None
             self.have, self.nacked_at = 0, -1
+            self.learn_floor = self.counter  # the last LEARN's counter; the persisted one (0 unkeyed) after a reset
+            if self.learning:
+                self.learning.restore(self.saved, self.weights)
 
     @property
     def weights(self) -> np.ndarray:
@@ -97,9 +109,16 @@ class Device:
         return self.slots[self.active]
 
     @property
+    def serving(self) -> np.ndarray:
+        """The image INFER and LEARN run: the working copy on a learning device, else the active one."""
+        return self.learning.working if self.learning else self.weights
+
+    @property
     def floor(self) -> int:
-        """HELLO's counter: a keyed device takes a new state change only with a counter above it."""
-        return max(self.counter, self.session.counter) if self.session and self.key else self.counter
+        """HELLO's counter: a keyed device takes a new state change only with a counter above it, and
+        a learning device a LEARN only with one above it."""
+        session = self.session.counter if self.session and self.key else 0
+        return max(self.counter, session, self.learn_floor)
 
     def handle(self, item: Frame | FrameError) -> list[Reply]:
         """The replies to one received record (possibly none)."""
@@ -140,7 +159,9 @@ class Device:
 
     def _dispatch(self, kind: MsgType, seq: int, m: Message) -> list[Reply]:
         if kind == MsgType.HELLO_REQ:
-            return [(MsgType.HELLO, seq, Hello(self.max_frame, self.encodings, KEYED if self.key else 0,
+            flags = (KEYED if self.key else 0) | (LEARNS if self.learning else 0) | \
+                (TARGETS if self.learning and self.learning.targets else 0)
+            return [(MsgType.HELLO, seq, Hello(self.max_frame, self.encodings, flags,
                                                self.slot_size, self.model_id, self.ids[self.active], self.floor,
                                                self.layers))]
         if kind == MsgType.STATUS_REQ:
@@ -154,7 +175,11 @@ class Device:
             x = m.values
             if x.size != self.layers[0].n_in or not np.isfinite(x).all():
                 raise ProtocolError(Code.BAD_INPUT, f"{x.size} inputs, expected {self.layers[0].n_in}")
-            return [(MsgType.OUTPUT, seq, Vector(img.forward(self.weights, self.layers, x)))]
+            return [(MsgType.OUTPUT, seq, Vector(img.forward(self.serving, self.layers, x)))]
+        if kind == MsgType.LEARN:
+            return [self._learn(seq, m)]
+        if kind == MsgType.SAVE:
+            return [self._save(seq, m)]
         if kind == MsgType.ROLLBACK:
             return [self._rollback(seq, m)]
         if kind == MsgType.BEGIN:
@@ -173,8 +198,7 @@ class Device:
             if not self.valid[other] or self.ids[other] != r.to_id:
                 raise ProtocolError(Code.NO_PREVIOUS, f"update {r.to_id} is not in the inactive slot")
             self._fresh(r.counter)
-            self.active = other
-            self.counter = r.counter if self.key else self.counter
+            self._swap(other, r.counter)
         return self._active(seq)
 
     def _begin(self, b: Begin, tag: bytes, kind: MsgType = MsgType.BEGIN, body: bytes | None = None) -> None:
@@ -250,9 +274,53 @@ class Device:
         if img.digest(self.slots[inactive]) != c.digest:
             raise ProtocolError(Code.BAD_DIGEST, "the decoded image does not match the COMMIT's digest")
         self.ids[inactive], self.valid[inactive] = s.update_id, True
-        self.counter = s.counter if self.key else self.counter
-        self.active = inactive  # the swap: one write (of the record holding the counter too)
+        self._swap(inactive, s.counter)
         return self._active(seq)
+
+    def _swap(self, slot: int, counter: int) -> None:
+        """Make `slot` active: one write of the record, which holds the keyed device's counter (never
+        below its learn floor) and what learning carries on with; the working copy becomes that slot."""
+        if self.key:
+            self.counter = max(counter, self.learn_floor)
+        self.active = slot
+        if self.learning:
+            self.learning.working[:] = self.weights  # unsaved learning is dropped: the host asked for these
+            self.saved = self.learning.saved()
+
+    def _learn(self, seq: int, m: Learn) -> Reply:
+        """LEARN (PROTOCOL.md §8): every check before any sample is learned, then one step per sample."""
+        learning = self._learning(MsgType.LEARN)
+        samples = learning.samples(m.samples, m.n)
+        self._authentic(MsgType.LEARN, m.body(), m.hmac)
+        if m.counter <= self.floor:
+            raise ProtocolError(Code.STALE, f"LEARN counter {m.counter}; the device is at {self.floor}")
+        learning.check(samples)
+        results = [learning.step(sample) for sample in samples]
+        self.learn_floor = m.counter
+        if learning.config.save_every and learning.steps - self.saved.steps >= learning.config.save_every:
+            self._save_working(self.learn_floor)
+        status, predicted, loss = zip(*results)
+        return MsgType.LEARNED, seq, Learned(learning.steps, self.saved.steps, status, predicted, loss)
+
+    def _save(self, seq: int, m: Save) -> Reply:
+        """SAVE (PROTOCOL.md §8): the working copy into the inactive slot, then the record."""
+        learning = self._learning(MsgType.SAVE)
+        self._authentic(MsgType.SAVE, m.body(), m.hmac)
+        if learning.steps != self.saved.steps:  # equal: nothing learned since the last save (a resent SAVE)
+            self._fresh(m.counter)
+            self._save_working(m.counter)
+        return self._active(seq)
+
+    def _learning(self, kind: MsgType) -> Learning:
+        if self.learning is None:
+            raise ProtocolError(Code.NOT_LEARNING, f"this device does not learn: {kind.name} refused")
+        return self.learning
+
+    def _save_working(self, counter: int) -> None:
+        inactive = 1 - self.active
+        self.slots[inactive] = self.learning.working
+        self.ids[inactive], self.valid[inactive] = learned_id(self.slots[inactive]), True
+        self._swap(inactive, counter)
 
 
 class Emulator:
@@ -286,7 +354,13 @@ class Emulator:
         self.port.close()
 
 
-def device_from(path: str | None, key: bytes | None, layers: str, read_head: Callable[[str], Sequence[Dense]]) -> Device:
+def learned_id(image: np.ndarray) -> int:
+    """The update id of a saved working copy (PROTOCOL.md §8): its digest's first 4 bytes, 0 made 1."""
+    return int.from_bytes(img.digest(image)[:4], "little") or 1
+
+
+def device_from(path: str | None, key: bytes | None, layers: str, read_head: Callable[[str], Sequence[Dense]],
+                learn: LearnConfig | None = None) -> Device:
     """A device holding the head `read_head` reads from `path`, or a zero relu MLP of `layers`."""
     if path is None:
         sizes = [int(s) for s in layers.split(",")]
@@ -294,7 +368,7 @@ def device_from(path: str | None, key: bytes | None, layers: str, read_head: Cal
                 for l, (i, o) in enumerate(pairwise(sizes))]
     else:
         head = read_head(path)
-    return Device(layers_of(head), image_of(head), key=key)
+    return Device(layers_of(head), image_of(head), key=key, learn=learn)
 
 
 def add_arguments(parser: argparse.ArgumentParser, read_head: Callable[[str], Sequence[Dense]]) -> None:
@@ -308,18 +382,30 @@ def add_arguments(parser: argparse.ArgumentParser, read_head: Callable[[str], Se
                                       "state changes with a fresh security counter (PROTOCOL.md §5)")
     parser.add_argument("--model", help="checkpoint, .onnx/.tflite model or head bundle with the initial weights")
     parser.add_argument("--layers", default="24,32,4", help="sizes of a zero head when there is no --model")
+    learn = parser.add_argument_group("learning on the device (PROTOCOL.md §8)")
+    learn.add_argument("--learn", action="store_true", help="take LEARN and SAVE: the device learns by itself")
+    defaults = LearnConfig()
+    learn.add_argument("--rule", choices=("fdfa", "dfa", "bp"), default=defaults.rule)
+    learn.add_argument("--loss", choices=("ce", "mse"), default=defaults.loss)
+    learn.add_argument("--lr", type=float, default=defaults.lr, help="learning rate (default %(default)s)")
+    learn.add_argument("--seed", type=int, default=defaults.seed, help="the perturbation generator's seed")
+    learn.add_argument("--save-every", type=int, default=defaults.save_every, metavar="N",
+                       help="save by itself every N steps (default: only on SAVE)")
     parser.set_defaults(read_head=read_head)
 
 
 def run(args: argparse.Namespace) -> int:
     """`edgefdfa device`: an emulated device serving a port until Ctrl-C or the port goes away."""
     key = Path(args.key).read_bytes() if args.key else None
-    device = device_from(args.model, key, args.layers, args.read_head)
+    learn = LearnConfig(rule=args.rule, loss=args.loss, lr=args.lr, seed=args.seed,
+                        save_every=args.save_every) if args.learn else None
+    device = device_from(args.model, key, args.layers, args.read_head, learn)
     cable = Cable() if args.pty else None
     emulator = Emulator(cable.device if cable else args.port, device)
     where = f"a virtual cable, host end {cable.host}" if cable else args.port
     print(f"edgefdfa device on {where}: {len(device.layers)} layers, "
-          f"slot {device.slot_size} bytes" + (", keyed" if key else ""), file=sys.stderr)
+          f"slot {device.slot_size} bytes" + (", keyed" if key else "") + (", learning" if learn else ""),
+          file=sys.stderr)
     if cable:
         print(cable.host, flush=True)  # the port to give the host: `edgefdfa push ... --port <this>`
     try:

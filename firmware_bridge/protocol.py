@@ -25,6 +25,8 @@ VERSION = 2  # PROTOCOL.md: 2 authenticates every state change with a security c
 DIGEST_BYTES = 32  # SHA-256 and HMAC-SHA256
 SIGNED = 0x01  # BEGIN and UPDATE flags bit0: the message carries an HMAC
 KEYED = 0x01  # HELLO flags bit0: the device accepts only signed state changes
+LEARNS = 0x02  # HELLO flags bit1: the device takes LEARN and SAVE (PROTOCOL.md §8)
+TARGETS = 0x04  # HELLO flags bit2: its loss is MSE, a LEARN sample carries K float targets (else a u32 label)
 NONE = 0xFFFFFFFF  # STATUS previous_id of an empty inactive slot (0 is the factory weights' id)
 
 
@@ -57,6 +59,8 @@ class Code(IntEnum):
     TIMEOUT = 23
     STORAGE = 24
     STALE = 25
+    BAD_LABEL = 26
+    NOT_LEARNING = 27
 
 
 class ProtocolError(EdgeFDFAError, ValueError):
@@ -76,7 +80,7 @@ class DeviceTimeout(ProtocolError, TimeoutError):
 
 
 class MsgType(IntEnum):
-    """Message types: host -> device 0x01..0x08, device -> host 0x81..0x88."""
+    """Message types: host -> device 0x01..0x0a, device -> host 0x81..0x88."""
 
     HELLO_REQ = 0x01
     BEGIN = 0x02
@@ -86,12 +90,15 @@ class MsgType(IntEnum):
     ROLLBACK = 0x06
     INFER = 0x07
     UPDATE = 0x08
+    LEARN = 0x09
+    SAVE = 0x0A
     HELLO = 0x81
     ACK = 0x82
     NACK = 0x83
     ACTIVE = 0x84
     STATUS = 0x85
     OUTPUT = 0x86
+    LEARNED = 0x87
     ERROR = 0x88
 
 
@@ -103,6 +110,15 @@ class Encoding(IntEnum):
     INT8_TENSOR = 2
     INT8_CHANNEL = 3
     SPARSE_INT8 = 4
+
+
+class StepStatus(IntEnum):
+    """What one LEARN sample's step did (LEARNED, PROTOCOL.md §8): the kernel's divergence checks."""
+
+    LEARNED = 0
+    DIVERGED_LOSS = 1
+    DIVERGED_STEP = 2
+    DIVERGED_FEEDBACK = 3
 
 
 class State(IntEnum):
@@ -300,6 +316,96 @@ class Update:
 
 
 @dataclass(frozen=True)
+class Learn:
+    """Samples for the device to learn from, one SGD step each (PROTOCOL.md §8). `samples` is their
+    bytes as they go on the wire: each n_in float32 inputs, then a u32 label or K float32 targets;
+    the device, which knows its head, splits and checks them."""
+
+    flags: int
+    counter: int
+    n: int
+    hmac: bytes  # 32 bytes iff flags has SIGNED, else empty
+    samples: bytes
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<BIB")
+    FIELDS: ClassVar[int] = 6  # bytes before the hmac
+
+    def body(self) -> bytes:
+        """The payload without its hmac: what the hmac signs."""
+        return self._FIXED.pack(self.flags, self.counter, self.n) + self.samples
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.flags, self.counter, self.n) + self.hmac + self.samples
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Learn:
+        if len(payload) < cls.FIELDS:
+            raise ProtocolError(Code.BAD_LENGTH, f"LEARN payload of {len(payload)} bytes; its fields take {cls.FIELDS}")
+        flags, counter, n = cls._FIXED.unpack_from(payload)
+        if flags & ~SIGNED:
+            raise ProtocolError(Code.BAD_FLAGS, f"LEARN flags 0x{flags:02x}")
+        head = cls.FIELDS + (DIGEST_BYTES if flags & SIGNED else 0)
+        if len(payload) < head:
+            raise ProtocolError(Code.BAD_LENGTH, f"LEARN payload of {len(payload)} bytes; a signed one's fields take {head}")
+        return cls(flags, counter, n, bytes(payload[cls.FIELDS:head]), bytes(payload[head:]))
+
+
+@dataclass(frozen=True)
+class Save:
+    """Make the device's working copy its active weights, persistently (PROTOCOL.md §8)."""
+
+    flags: int
+    counter: int
+    hmac: bytes = b""  # 32 bytes iff flags has SIGNED, else empty
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<BI")
+
+    def body(self) -> bytes:
+        return self._FIXED.pack(self.flags, self.counter)
+
+    def pack(self) -> bytes:
+        return self.body() + self.hmac
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Save:
+        if len(payload) not in (5, 5 + DIGEST_BYTES):
+            raise ProtocolError(Code.BAD_LENGTH, f"SAVE payload is {len(payload)} bytes, expected 5 or 37")
+        flags, counter = cls._FIXED.unpack_from(payload)
+        if flags & ~SIGNED:
+            raise ProtocolError(Code.BAD_FLAGS, f"SAVE flags 0x{flags:02x}")
+        if bool(flags & SIGNED) != (len(payload) > 5):
+            raise ProtocolError(Code.BAD_LENGTH, "SAVE carries an HMAC iff its flags say SIGNED")
+        return cls(flags, counter, bytes(payload[5:]))
+
+
+@dataclass(frozen=True)
+class Learned:
+    """The device learned (or refused) each sample of a LEARN: per sample its status, the class it
+    predicted before the step and the loss before the step; `steps` applied so far and the step count
+    `saved_steps` of the weights last saved."""
+
+    steps: int
+    saved_steps: int
+    status: tuple[int, ...]
+    predicted: tuple[int, ...]
+    loss: tuple[float, ...]
+    _FIXED: ClassVar[struct.Struct] = struct.Struct("<IIB")
+    _ENTRY: ClassVar[struct.Struct] = struct.Struct("<BHf")
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.steps, self.saved_steps, len(self.status)) + b"".join(
+            self._ENTRY.pack(*e) for e in zip(self.status, self.predicted, self.loss))
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Learned:
+        n = cls._FIXED.size
+        if len(payload) < n or len(payload) != n + cls._ENTRY.size * payload[n - 1]:
+            raise ProtocolError(Code.BAD_LENGTH, f"LEARNED payload of {len(payload)} bytes does not match its count")
+        steps, saved, count = cls._FIXED.unpack_from(payload)
+        entries = [cls._ENTRY.unpack_from(payload, n + cls._ENTRY.size * i) for i in range(count)]
+        status, predicted, loss = (tuple(c) for c in zip(*entries)) if entries else ((), (), ())
+        return cls(steps, saved, status, predicted, loss)
+
+
+@dataclass(frozen=True)
 class Ack:
     """Cumulative: the device holds bytes [0, have) of the update."""
 
@@ -422,11 +528,13 @@ class Error:
         return cls(*_fixed("<BB", payload, "ERROR"))
 
 
-Message = Empty | Hello | Begin | Chunk | Commit | Update | Rollback | Ack | Nack | Active | Status | Vector | Error
+Message = (Empty | Hello | Begin | Chunk | Commit | Update | Rollback | Learn | Save | Ack | Nack | Active | Status
+           | Vector | Learned | Error)
 
 MESSAGES: dict[MsgType, type] = {
     MsgType.HELLO_REQ: Empty, MsgType.BEGIN: Begin, MsgType.CHUNK: Chunk, MsgType.COMMIT: Commit,
     MsgType.STATUS_REQ: Empty, MsgType.ROLLBACK: Rollback, MsgType.INFER: Vector, MsgType.UPDATE: Update,
+    MsgType.LEARN: Learn, MsgType.SAVE: Save, MsgType.LEARNED: Learned,
     MsgType.HELLO: Hello, MsgType.ACK: Ack, MsgType.NACK: Nack, MsgType.ACTIVE: Active,
     MsgType.STATUS: Status, MsgType.OUTPUT: Vector, MsgType.ERROR: Error,
 }

@@ -24,14 +24,17 @@ sys.path.insert(0, str(ROOT))
 
 import edgefdfa
 from edgefdfa.formats.c_header import c_header
+from edgefdfa.head import layers_of
 
 C_DIR = ROOT / "firmware_bridge" / "c"
 BOARD = C_DIR / "board" / "mps2_an385"
 MODEL = ROOT / "models" / "imu-activity.onnx"
-# The C receiver, one unit per concept (edgefdfa_rx.h lists them), and the head's forward pass:
+# The C receiver, one unit per concept (edgefdfa_rx.h lists them), the head's forward pass, and the
+# device's learning (efb_learning, with the kernel edgefdfa_learn and the generator edgefdfa_rng):
 # every build of the receiver (this one, tests/firmware, tests/fuzz) compiles these.
 RECEIVER = [C_DIR / f"{name}.c" for name in ("edgefdfa_rx", "efb_update", "efb_state", "efb_cobs", "efb_hmac",
-                                              "efb_sha256", "efb_crc32", "efb_f16", "edgefdfa_head")]
+                                              "efb_sha256", "efb_crc32", "efb_f16", "efb_learning", "edgefdfa_head",
+                                              "edgefdfa_learn", "edgefdfa_rng")]
 SOURCES = [*RECEIVER, *(BOARD / name for name in ("startup.c", "uart.c", "semihost.c", "flash.c", "main.c"))]
 # -flto: the receiver is one unit per concept for the reader; link-time optimisation inlines across
 # them again (the small helpers, the hashes' calls), so the split costs no flash.
@@ -62,8 +65,15 @@ class Firmware:
 
 
 def factory_header(model: Path) -> str:
-    """The C header of the model's dense head: the board's factory weights and slot size."""
-    return c_header(edgefdfa.load(model).head(), prefix="factory_head", source=model.name)
+    """The C header of the model's dense head: the board's factory weights and slot size, and the sums
+    of its layers' widths that size the board's learning buffers (FACTORY_HEAD_SUM_OUT, _SUM_HIDDEN)."""
+    head = edgefdfa.load(model).head()
+    widths = [layer.n_out for layer in layers_of(head)]
+    text = c_header(head, prefix="factory_head", source=model.name)
+    end = text.rindex("#endif")  # the include guard's
+    return (text[:end] + f"#define FACTORY_HEAD_SUM_OUT {sum(widths)}u  /* the layers' n_out, summed */\n"
+            f"#define FACTORY_HEAD_SUM_HIDDEN {sum(widths[:-1])}u  /* the hidden layers' n_out, summed */\n\n" +
+            text[end:])
 
 
 def key_header(key: bytes | None) -> str:

@@ -27,15 +27,21 @@ static size_t layer_table(const efb_rx *rx, uint8_t *out) {
     return EFB_TABLE_BYTES(rx->cfg.n_layers);
 }
 
-/* Point each layer's W and b into the active slot (W0 b0 W1 b1 ..., §3): at init and on every swap,
- * so INFER runs the layers as they are. */
+/* Point each layer's W and b into the active slot (W0 b0 W1 b1 ..., §3), or on a learning device
+ * into the working copy, first copied from the active slot: at init and on every swap, so INFER
+ * runs the layers as they are (and LEARN's steps write them: w_learn, bias_learn). */
 static void point_head(efb_rx *rx) {
-    const float *w = rx->cfg.slots[rx->state.active];
+    const efb_learning_config *learn = rx->cfg.learn;
+    float *w = rx->cfg.slots[rx->state.active];
+    if (learn != NULL) w = memcpy(learn->working, w, rx->cfg.slot_size);
     for (unsigned l = 0; l < rx->cfg.n_layers; ++l) {
         edgefdfa_layer *h = &rx->head[l];
+        float *b = w + (size_t)h->n_out * h->n_in;
         h->w_f32 = w;
-        h->bias = w + (size_t)h->n_out * h->n_in;
-        w = h->bias + h->n_out;
+        h->bias = b;
+        h->w_learn = learn != NULL ? w : NULL;
+        h->bias_learn = learn != NULL ? b : NULL;
+        w = b + h->n_out;
     }
 }
 
@@ -71,6 +77,7 @@ efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_
     if (4u * params != c->slot_size) return EFB_RX_BAD_SLOT_SIZE;
     if (c->encodings == 0 || (c->encodings & ~EFB_ALL_ENCODINGS) != 0) return EFB_RX_BAD_ENCODINGS;
     if (c->scratch_len < EFB_SCRATCH_LEN((size_t)n_in, (size_t)n_out, (size_t)widest)) return EFB_RX_SCRATCH_TOO_SMALL;
+    if (c->learn != NULL && !efb_learning_config_ok(c->learn, c->layers, c->n_layers)) return EFB_RX_BAD_LEARNING;
 
     memset(rx, 0, sizeof *rx);
     rx->cfg = *c;
@@ -100,6 +107,13 @@ efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_
         rx->state.model_id = rx->model_id;
         efb_sha256_of(c->slots[0], c->slot_size, rx->state.digest[0]);
     }
+    if (c->learn != NULL) {
+        if (!efb_learning_start(&rx->learning, c->learn, rx->head, c->n_layers, restored,
+                                c->key_len ? rx->state.counter : 0u)) {
+            return EFB_RX_BAD_STATE;
+        }
+        if (restored == NULL) efb_learning_record(&rx->learning, c->learn, rx->head, c->n_layers, &rx->state);
+    }
     efb_rx_state_seal(&rx->state);
     point_head(rx);
     return EFB_RX_OK;
@@ -110,6 +124,8 @@ const float *efb_rx_active_weights(const efb_rx *rx) { return rx->cfg.slots[rx->
 uint32_t efb_rx_active_id(const efb_rx *rx) { return rx->state.ids[rx->state.active]; }
 
 const efb_rx_state *efb_rx_state_of(const efb_rx *rx) { return &rx->state; }
+
+uint32_t efb_rx_steps(const efb_rx *rx) { return rx->learning.steps; }
 
 efb_code efb_rx_forward(efb_rx *rx, const float *x, float *y) {
     const edgefdfa_layer *first = &rx->head[0], *last = &rx->head[rx->cfg.n_layers - 1];
@@ -174,18 +190,22 @@ static void send_active(efb_rx *rx, uint16_t seq) {
     send(rx, EFB_ACTIVE, seq, EFB_COMMIT_BYTES);
 }
 
-/* HELLO's counter: a keyed device takes a new state change only with a counter above it (the
- * persisted one, or the session's if higher). */
+/* HELLO's counter: a keyed device takes a new state change only with a counter above it, and a
+ * learning device a new LEARN: the largest of the persisted one, the session's (keyed) and the last
+ * LEARN's (0 on a device that has not learned since its reset). */
 static uint32_t floor_of(const efb_rx *rx) {
-    if (rx->cfg.key_len && rx->in_session && rx->session.counter > rx->state.counter) return rx->session.counter;
-    return rx->state.counter;
+    uint32_t floor = rx->state.counter;
+    if (rx->cfg.key_len && rx->in_session && rx->session.counter > floor) floor = rx->session.counter;
+    return rx->learning.floor > floor ? rx->learning.floor : floor;
 }
 
 static void send_hello(efb_rx *rx, uint16_t seq) {
     uint8_t *p = reply_payload(rx);
     efb_wr16(p + EFB_HELLO_MAX_FRAME, rx->cfg.max_frame);
     p[EFB_HELLO_ENCODINGS] = rx->cfg.encodings;
-    p[EFB_HELLO_FLAGS] = rx->cfg.key_len ? EFB_KEYED : 0;
+    const efb_learning_config *learn = rx->cfg.learn;
+    p[EFB_HELLO_FLAGS] = (uint8_t)((rx->cfg.key_len ? EFB_KEYED : 0) | (learn != NULL ? EFB_LEARNS : 0) |
+                                   (learn != NULL && learn->step.loss == EDGEFDFA_LOSS_MSE ? EFB_TARGETS : 0));
     efb_wr32(p + EFB_HELLO_SLOT_SIZE, rx->cfg.slot_size);
     efb_wr32(p + EFB_HELLO_MODEL_ID, rx->model_id);
     efb_wr32(p + EFB_HELLO_ACTIVE_ID, efb_rx_active_id(rx));
@@ -309,8 +329,12 @@ static void on_chunk(efb_rx *rx, uint16_t seq, const uint8_t *p, uint32_t n) {
     }
 }
 
-/* Persist `next` (slot: the image that changed, or -1) and make it current; 0 if persisting failed. */
+/* Persist `next` (slot: the image that changed, or -1) and make it current; 0 if persisting failed.
+ * Every record carries learning's state as it is now, and a keyed device's never lowers the floor
+ * LEARNs raised. */
 static int install(efb_rx *rx, efb_rx_state *next, int slot) {
+    if (rx->cfg.learn != NULL) efb_learning_record(&rx->learning, rx->cfg.learn, rx->head, rx->cfg.n_layers, next);
+    if (rx->cfg.key_len && rx->learning.floor > next->counter) next->counter = rx->learning.floor;
     next->generation += 1;
     efb_rx_state_seal(next);
     if (rx->cfg.persist != NULL && rx->cfg.persist(rx->cfg.ctx, next, slot) != 0) return 0;
@@ -410,6 +434,77 @@ static efb_code rollback(efb_rx *rx, const uint8_t *p, uint32_t n) {
     return install(rx, &next, -1) ? EFB_OK : EFB_STORAGE;
 }
 
+/* ---- learning (PROTOCOL.md §8) ---- */
+
+/* Write the working copy into the inactive slot and make it active with `counter` (a keyed
+ * device's; install raises it to LEARN's floor), as a COMMIT does. EFB_OK or EFB_STORAGE (the old
+ * weights stay active, the working copy is kept). */
+static efb_code save_working(efb_rx *rx, uint32_t counter) {
+    unsigned inactive = 1u - rx->state.active;
+    rx->state.valid = (uint8_t)(rx->state.valid & ~(1u << inactive)); /* it is being overwritten */
+    efb_rx_state_seal(&rx->state);
+    float *slot = rx->cfg.slots[inactive];
+    memcpy(slot, rx->cfg.learn->working, rx->cfg.slot_size);
+    efb_rx_state next = rx->state;
+    efb_sha256_of(slot, rx->cfg.slot_size, next.digest[inactive]);
+    uint32_t id = efb_rd32(next.digest[inactive]); /* the image's own id: the first 4 bytes of its digest */
+    next.ids[inactive] = id != 0 ? id : 1u;
+    next.valid = (uint8_t)(next.valid | 1u << inactive);
+    next.active = (uint8_t)inactive;
+    if (rx->cfg.key_len) next.counter = counter;
+    return install(rx, &next, (int)inactive) ? EFB_OK : EFB_STORAGE;
+}
+
+/* LEARN (p, n >= EFB_LEARN_FIELDS bytes): every check before anything changes, then the steps
+ * (efb_learning), the save save_every asks for, and LEARNED. */
+static void on_learn(efb_rx *rx, uint16_t seq, const uint8_t *p, uint32_t n) {
+    const efb_learning_config *learn = rx->cfg.learn;
+    uint8_t flags = p[EFB_LEARN_FLAGS], count = p[EFB_LEARN_N];
+    uint32_t head = EFB_LEARN_FIELDS + ((flags & EFB_SIGNED) ? EFB_DIGEST_BYTES : 0u);
+    uint32_t counter = efb_rd32(p + EFB_LEARN_COUNTER);
+    efb_code code = EFB_OK;
+    if ((flags & ~EFB_SIGNED) != 0) code = EFB_BAD_FLAGS;
+    else if (n < head) code = EFB_BAD_LENGTH;
+    else if (learn == NULL) code = EFB_NOT_LEARNING; /* it does not know a sample's layout */
+    else if (count == 0 || n != head + count * efb_learning_sample_bytes(learn, rx->head, rx->cfg.n_layers)) {
+        code = EFB_BAD_LENGTH;
+    } else code = authentic(rx, EFB_LEARN, p, EFB_LEARN_FIELDS, p + head, n - head,
+                          (flags & EFB_SIGNED) ? p + EFB_LEARN_FIELDS : NULL);
+    if (code == EFB_OK && counter <= floor_of(rx)) code = EFB_STALE; /* a resent LEARN: learned already */
+    if (code == EFB_OK) code = efb_learning_check(learn, rx->head, rx->cfg.n_layers, p + head, count, rx->cfg.scratch);
+    if (code != EFB_OK) {
+        send_error(rx, seq, code, EFB_LEARN);
+        return;
+    }
+    rx->learning.floor = counter;
+    uint8_t *r = reply_payload(rx);
+    efb_learning_learn(&rx->learning, learn, rx->head, rx->cfg.n_layers, p + head, count, rx->cfg.scratch,
+                       r + EFB_LEARNED_FIELDS);
+    if (learn->save_every > 0 && rx->learning.steps - rx->state.steps >= learn->save_every &&
+        save_working(rx, rx->state.counter) != EFB_OK) {
+        rx->last_error = EFB_STORAGE; /* LEARNED's saved_steps stays behind */
+    }
+    efb_wr32(r + EFB_LEARNED_STEPS, rx->learning.steps);
+    efb_wr32(r + EFB_LEARNED_SAVED, rx->state.steps);
+    r[EFB_LEARNED_N] = count;
+    send(rx, EFB_LEARNED, seq, EFB_LEARNED_FIELDS + (size_t)EFB_ENTRY_BYTES * count);
+}
+
+/* SAVE (p, n = EFB_SAVE_FIELDS [+ hmac] bytes): the working copy made the active slot. */
+static efb_code save(efb_rx *rx, const uint8_t *p, uint32_t n) {
+    uint8_t flags = p[EFB_SAVE_FLAGS];
+    int is_signed = (flags & EFB_SIGNED) != 0;
+    if ((flags & ~EFB_SIGNED) != 0) return EFB_BAD_FLAGS;
+    if (is_signed != (n > EFB_SAVE_FIELDS)) return EFB_BAD_LENGTH;
+    if (rx->cfg.learn == NULL) return EFB_NOT_LEARNING;
+    efb_code code = authentic(rx, EFB_SAVE, p, EFB_SAVE_FIELDS, NULL, 0, is_signed ? p + EFB_SAVE_FIELDS : NULL);
+    if (code != EFB_OK) return code;
+    if (rx->learning.steps == rx->state.steps) return EFB_OK; /* nothing learned since the last save or swap */
+    uint32_t counter = efb_rd32(p + EFB_SAVE_COUNTER);
+    if (rx->cfg.key_len && counter <= floor_of(rx)) return EFB_STALE;
+    return save_working(rx, counter);
+}
+
 static void on_infer(efb_rx *rx, uint16_t seq, const uint8_t *p, uint32_t n) {
     uint32_t n_in = rx->head[0].n_in, n_out = rx->head[rx->cfg.n_layers - 1].n_out;
     float *x = rx->cfg.scratch, *y = x + n_in;
@@ -445,6 +540,8 @@ static void dispatch(efb_rx *rx, uint8_t type, uint16_t seq, const uint8_t *p, u
         case EFB_ROLLBACK: length_ok = n == EFB_ROLLBACK_BYTES || n == EFB_ROLLBACK_BYTES + EFB_DIGEST_BYTES; break;
         case EFB_INFER: length_ok = 1; break; /* checked by on_infer: BAD_LENGTH, then BAD_INPUT */
         case EFB_UPDATE: length_ok = n > EFB_UPDATE_FIELDS; break; /* and by update(), once the flags are read */
+        case EFB_LEARN: length_ok = n >= EFB_LEARN_FIELDS; break; /* and by on_learn(), after the flags */
+        case EFB_SAVE: length_ok = n == EFB_SAVE_FIELDS || n == EFB_SAVE_FIELDS + EFB_DIGEST_BYTES; break;
         default: /* unknown, or a device -> host type the device never accepts */
             send_error(rx, seq, EFB_BAD_TYPE, type);
             return;
@@ -460,8 +557,10 @@ static void dispatch(efb_rx *rx, uint8_t type, uint16_t seq, const uint8_t *p, u
         case EFB_BEGIN: on_begin(rx, seq, p); return;
         case EFB_CHUNK: on_chunk(rx, seq, p, n); return;
         case EFB_INFER: on_infer(rx, seq, p, n); return;
+        case EFB_LEARN: on_learn(rx, seq, p, n); return;
         case EFB_COMMIT: code = commit(rx, p, n, 0); break;
         case EFB_UPDATE: code = update(rx, p, n); break;
+        case EFB_SAVE: code = save(rx, p, n); break;
         default: code = rollback(rx, p, n); break;
     }
     if (code == EFB_OK) send_active(rx, seq);

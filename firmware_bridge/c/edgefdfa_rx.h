@@ -6,8 +6,11 @@
  * receiver decodes a verified update into the inactive slot, asks the persist callback to store it,
  * and only then flips the active index (one write), so a reset at any moment leaves either the old
  * weights or the new ones active. INFER runs the active slot through edgefdfa_head_forward.
- * With a key, every state change (BEGIN, COMMIT, UPDATE, ROLLBACK) must carry an HMAC and a
- * security counter above the device's, which is persisted in the state record (PROTOCOL.md §5).
+ * With a key, every state change (BEGIN, COMMIT, UPDATE, ROLLBACK, LEARN, SAVE) must carry an HMAC and
+ * a security counter above the device's, which is persisted in the state record (PROTOCOL.md §5).
+ * With a learning config (efb_learning.h) the device learns (§8): INFER and LEARN run a working copy
+ * of the active slot in RAM, which SAVE (or save_every) writes into the inactive slot and makes
+ * active through the same atomic path as a COMMIT; every swap copies the new active slot into it.
  *
  * Little-endian targets only (the wire and the weight image are little-endian float32; init checks).
  * Not reentrant: call feed, forward and the accessors from one context. Build with
@@ -16,8 +19,9 @@
  *
  * The receiver is small units, each with its header: efb_le.h (little-endian fields), efb_crc32,
  * efb_f16, efb_sha256, efb_hmac, efb_cobs, efb_wire.h (every message's layout, as named offsets),
- * efb_state (the persistent record), efb_update (the encodings, decoded) and edgefdfa_rx.c (frames,
- * replies and the session); edgefdfa_head.c runs the head. Build all their .c files
+ * efb_state (the persistent record), efb_update (the encodings, decoded), efb_code.h (the error codes),
+ * efb_learning (LEARN's samples and steps) and edgefdfa_rx.c (frames, replies, the session and the
+ * saves); edgefdfa_head.c runs the head, edgefdfa_learn.c learns, edgefdfa_rng.c draws. Build all their .c files
  * (tools/build_firmware.py lists them).
  */
 #ifndef EDGEFDFA_RX_H
@@ -27,7 +31,9 @@
 #include <stdint.h>
 
 #include "edgefdfa_head.h"
+#include "efb_code.h"
 #include "efb_cobs.h"
+#include "efb_learning.h"
 #include "efb_sha256.h"
 #include "efb_state.h"
 #include "efb_update.h"
@@ -55,35 +61,6 @@
 /* Bytes of one weight image (slot_size): 4 x sum over layers of n_out * (n_in + 1). */
 #define EFB_LAYER_BYTES(n_out, n_in) (4u * (uint32_t)(n_out) * ((uint32_t)(n_in) + 1u))
 
-/* The protocol's error codes (PROTOCOL.md §7), one byte on the wire in ERROR, NACK and STATUS. */
-typedef enum {
-    EFB_OK = 0,
-    EFB_BAD_COBS = 1,        /* the record is not valid COBS */
-    EFB_BAD_CRC = 2,         /* CRC-32 mismatch */
-    EFB_BAD_MAGIC = 3,       /* the first two bytes are not "EB" */
-    EFB_BAD_VERSION = 4,     /* a protocol version this side does not speak */
-    EFB_BAD_LENGTH = 5,      /* a frame or payload length that does not match its header or type */
-    EFB_BAD_TYPE = 6,        /* an unknown message type, or one the receiver never accepts */
-    EFB_TOO_LONG = 7,        /* a frame longer than max_frame */
-    EFB_NOT_IN_SESSION = 8,  /* CHUNK or COMMIT with no matching BEGIN */
-    EFB_OUT_OF_BOUNDS = 9,   /* a chunk reaching past total */
-    EFB_TOO_LARGE = 10,      /* BEGIN total (or UPDATE data) over slot_size */
-    EFB_BAD_ENCODING = 11,   /* an encoding the device does not accept */
-    EFB_INCOMPLETE = 12,     /* COMMIT before all total bytes arrived */
-    EFB_BAD_DIGEST = 13,     /* the decoded image's SHA-256 is not COMMIT's, or another update_id */
-    EFB_BAD_SIGNATURE = 14,  /* the HMAC does not verify */
-    EFB_UNSIGNED = 15,       /* a KEYED device got an update without a signature */
-    EFB_BASE_MISMATCH = 16,  /* a sparse delta against weights the device does not hold */
-    EFB_BAD_UPDATE = 17,     /* the update does not parse in its encoding */
-    EFB_NO_PREVIOUS = 18,    /* ROLLBACK to weights the inactive slot does not hold */
-    EFB_BAD_INPUT = 19,      /* INFER input of the wrong size or not finite */
-    EFB_GAP = 20,            /* (NACK) a chunk arrived past have */
-    EFB_BAD_FLAGS = 21,      /* unknown flag bits, or update_id 0 */
-    EFB_MODEL_MISMATCH = 22, /* (host only) */
-    EFB_TIMEOUT = 23,        /* (host only) */
-    EFB_STORAGE = 24,        /* the persist callback failed: the old weights stay active */
-    EFB_STALE = 25           /* a keyed device got a security counter not above its own (a replay) */
-} efb_code;
 
 /* Why efb_rx_init refused a configuration or a restored state. */
 typedef enum {
@@ -97,8 +74,11 @@ typedef enum {
     EFB_RX_BAD_ENCODINGS,     /* no encoding accepted, or a bit above EFB_SPARSE_INT8 */
     EFB_RX_SCRATCH_TOO_SMALL, /* scratch_len < EFB_SCRATCH_LEN(...) of the head */
     EFB_RX_BAD_STATE,         /* a restored state record that fails its checks, belongs to another
-                                 head (model_id), or whose active slot does not hash to its digest */
-    EFB_RX_BIG_ENDIAN         /* this target is not little-endian */
+                                 head (model_id), whose active slot does not hash to its digest, or
+                                 (learning) whose feedback does not match its feedback_crc */
+    EFB_RX_BIG_ENDIAN,        /* this target is not little-endian */
+    EFB_RX_BAD_LEARNING       /* a learning config without its buffers, with an unknown rule or loss,
+                                 or a workspace too small (efb_learning_config_ok) */
 } efb_rx_status;
 
 /* Send bytes to the host: one call per reply frame (COBS-encoded, with its 0x00 delimiter). */
@@ -106,8 +86,11 @@ typedef void (*efb_write_fn)(void *ctx, const uint8_t *bytes, size_t n);
 
 /* Persist `next` (and, if slot >= 0, the image now in slots[slot], slot_size bytes) before the
  * receiver makes it current. Write the image first, then the record, so a reset in between leaves
- * the old record (init then finds that slot's digest stale and treats it as empty). Return 0 on
- * success; anything else keeps the old active slot and answers the request with an ERROR. */
+ * the old record (init then finds that slot's digest stale and treats it as empty). A learning
+ * device's callback also writes the config's feedback (efb_learning_feedback_len floats) into the
+ * feedback cell next->generation % 2, after the image and before the record: one cell per record
+ * copy, so a record and its feedback are current together. Return 0 on success; anything else
+ * keeps the old active slot and answers the request with an ERROR. */
 typedef int (*efb_persist_fn)(void *ctx, const efb_rx_state *next, int slot);
 
 /* Everything the receiver needs; the pointers must stay valid for the receiver's life. */
@@ -130,6 +113,7 @@ typedef struct {
     efb_write_fn write;       /* required */
     efb_persist_fn persist;   /* NULL: nothing to persist (slots in RAM only) */
     void *ctx;                /* passed to write and persist */
+    const efb_learning_config *learn; /* NULL: the device does not learn (LEARN, SAVE: NOT_LEARNING) */
 } efb_rx_config;
 
 /* A session: the fields of its BEGIN (PROTOCOL.md §2), or of an UPDATE taken as one. */
@@ -144,7 +128,9 @@ typedef struct {
 typedef struct {
     efb_rx_config cfg;
     efb_rx_state state;              /* what the slots hold now */
-    edgefdfa_layer head[EFB_MAX_LAYERS]; /* the config's layers, pointed into the active slot */
+    edgefdfa_layer head[EFB_MAX_LAYERS]; /* the config's layers, pointed into the active slot (learning:
+                                            into the working copy) */
+    efb_learning learning;           /* steps, generator and LEARN's floor, with config.learn */
     uint32_t model_id;               /* CRC-32 of the layer table */
     uint32_t record_len;             /* bytes of the record in rx_buf */
     uint32_t record_limit;           /* longest record kept: max_frame + floor(max_frame/254) + 1 */
@@ -162,7 +148,10 @@ typedef struct {
  * record stored by the persist callback, or NULL on first boot: then slots[0] must hold the factory
  * weights (id 0) and slot 1 is empty. A restored record must pass efb_rx_state_ok, name this
  * head's model_id, and its active slot must hash to its digest; an inactive slot whose image no
- * longer matches its digest (a reset while it was being written) is treated as empty. Returns
+ * longer matches its digest (a reset while it was being written) is treated as empty. A learning
+ * device's config.learn->feedback must hold the restored record's feedback cell (generation % 2);
+ * init checks it and restores the step count and the generator, and copies the active slot into
+ * the working copy (without a record: zero feedback, the config's seed, step 0). Returns
  * EFB_RX_OK or the first problem found; a receiver whose init failed must not be fed. */
 EFB_MUST_CHECK efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config, const efb_rx_state *restored);
 
@@ -171,17 +160,20 @@ EFB_MUST_CHECK efb_rx_status efb_rx_init(efb_rx *rx, const efb_rx_config *config
  * configured buffers, whatever the bytes. */
 void efb_rx_feed(efb_rx *rx, const uint8_t *bytes, size_t n);
 
-/* Run the head on x (layers[0].n_in floats) with the active weights into y (last n_out floats),
+/* Run the head on x (layers[0].n_in floats) with the active weights (learning: the working copy) into y (last n_out floats),
  * using the config's scratch. Returns EFB_OK or EFB_BAD_INPUT (a non-finite input). */
 EFB_MUST_CHECK efb_code efb_rx_forward(efb_rx *rx, const float *x, float *y);
 
 /* The active image (slot_size / 4 floats, W0 b0 W1 b1 ... as PROTOCOL.md §3) and its update id
- * (0: the factory weights). */
+ * (0: the factory weights): the last saved or pushed, not a learning device's working copy. */
 const float *efb_rx_active_weights(const efb_rx *rx);
 uint32_t efb_rx_active_id(const efb_rx *rx);
 
 /* The record of what the slots hold now: the one last persisted, except that a slot a failed
  * COMMIT overwrote is already marked empty here (persisted with the next swap or rollback). */
 const efb_rx_state *efb_rx_state_of(const efb_rx *rx);
+
+/* A learning device's steps applied since the factory weights (0 on one that does not learn). */
+uint32_t efb_rx_steps(const efb_rx *rx);
 
 #endif

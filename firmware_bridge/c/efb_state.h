@@ -8,9 +8,9 @@
 #include "efb_sha256.h"
 
 #define EFB_STATE_MAGIC 0x74734245u /* "EBst" little-endian */
-#define EFB_STATE_VERSION 2
+#define EFB_STATE_VERSION 3
 
-/* Which slot is active and what each slot holds. Store it as its sizeof(efb_rx_state) bytes with
+/* Which slot is active and what each slot holds (version 3: 120 bytes, no padding). Store it as its sizeof(efb_rx_state) bytes with
  * the slots; hand it back to efb_rx_init after a reset. */
 typedef struct {
     uint32_t magic;                         /* EFB_STATE_MAGIC */
@@ -27,6 +27,11 @@ typedef struct {
     uint8_t valid;                          /* bit s set: slot s holds a verified image */
     uint8_t version;                        /* EFB_STATE_VERSION */
     uint8_t reserved;                       /* 0 */
+    /* what a learning device needs to go on where it was (PROTOCOL.md §8); all 0 on one that does not learn */
+    uint32_t steps;                         /* learning steps applied since the factory weights */
+    uint32_t rng[4];                        /* the generator's state (edgefdfa_rng) */
+    uint32_t feedback_crc;                  /* CRC-32 of the feedback floats persisted with this record,
+                                               in the feedback cell generation % 2 */
     uint32_t crc;                           /* CRC-32 of every byte before this field */
 } efb_rx_state;
 

@@ -6,17 +6,19 @@
 
 #include "efb_sha256.h"
 
-/* Message types (§2): host -> device 0x01..0x08, device -> host 0x81..0x88. */
+/* Message types (§2): host -> device 0x01..0x0A, device -> host 0x81..0x88. */
 typedef enum {
     EFB_HELLO_REQ = 0x01, EFB_BEGIN = 0x02, EFB_CHUNK = 0x03, EFB_COMMIT = 0x04, EFB_STATUS_REQ = 0x05,
-    EFB_ROLLBACK = 0x06, EFB_INFER = 0x07, EFB_UPDATE = 0x08,
+    EFB_ROLLBACK = 0x06, EFB_INFER = 0x07, EFB_UPDATE = 0x08, EFB_LEARN = 0x09, EFB_SAVE = 0x0A,
     EFB_HELLO = 0x81, EFB_ACK = 0x82, EFB_NACK = 0x83, EFB_ACTIVE = 0x84, EFB_STATUS = 0x85, EFB_OUTPUT = 0x86,
-    EFB_ERROR = 0x88
+    EFB_LEARNED = 0x87, EFB_ERROR = 0x88
 } efb_type;
 
 enum {
-    EFB_SIGNED = 0x01, /* BEGIN and UPDATE flags bit 0: an HMAC follows the fields */
-    EFB_KEYED = 0x01   /* HELLO flags bit 0: the device takes only signed state changes */
+    EFB_SIGNED = 0x01,  /* BEGIN, UPDATE, LEARN and SAVE flags bit 0: an HMAC follows the fields */
+    EFB_KEYED = 0x01,   /* HELLO flags bit 0: the device takes only signed state changes */
+    EFB_LEARNS = 0x02,  /* HELLO flags bit 1: the device takes LEARN and SAVE (§8) */
+    EFB_TARGETS = 0x04  /* HELLO flags bit 2: its loss is MSE, a sample carries K float targets */
 };
 
 /* A frame (§1): magic "EB" | u8 version | u8 type | u16 seq | u16 length | payload | u32 crc. */
@@ -49,6 +51,17 @@ enum {
     EFB_UPDATE_COUNTER = 10, EFB_UPDATE_DIGEST = 14,
     EFB_UPDATE_FIELDS = EFB_UPDATE_DIGEST + EFB_DIGEST_BYTES /* 46: the bytes before its hmac */
 };
+
+/* LEARN (§8): u8 flags, u32 counter, u8 n, [hmac iff flags & EFB_SIGNED], then n samples, each
+ * n_in x f32 and a u32 label (cross-entropy) or K x f32 targets (TARGETS). */
+enum { EFB_LEARN_FLAGS = 0, EFB_LEARN_COUNTER = 1, EFB_LEARN_N = 5, EFB_LEARN_FIELDS = 6 /* before the hmac */ };
+
+/* SAVE (§8): u8 flags, u32 counter, [hmac iff flags & EFB_SIGNED]. */
+enum { EFB_SAVE_FLAGS = 0, EFB_SAVE_COUNTER = 1, EFB_SAVE_FIELDS = 5 };
+
+/* LEARNED (§8): u32 steps, u32 saved_steps, u8 n, then n entries of u8 status, u16 predicted, f32 loss. */
+enum { EFB_LEARNED_STEPS = 0, EFB_LEARNED_SAVED = 4, EFB_LEARNED_N = 8, EFB_LEARNED_FIELDS = 9 };
+enum { EFB_ENTRY_STATUS = 0, EFB_ENTRY_PREDICTED = 1, EFB_ENTRY_LOSS = 3, EFB_ENTRY_BYTES = 7 };
 
 /* HELLO: the fixed fields, then the layer table (u8 n_layers, then one row per layer). */
 enum {

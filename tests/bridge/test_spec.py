@@ -32,7 +32,7 @@ def c_enum(name, header):
 
 
 def test_c_receiver_enums_match():
-    assert c_enum("efb_code", "edgefdfa_rx.h") == {c.name: c.value for c in protocol.Code}
+    assert c_enum("efb_code", "efb_code.h") == {c.name: c.value for c in protocol.Code}
     assert c_enum("efb_encoding", "efb_update.h") == {e.name: e.value for e in protocol.Encoding}
     assert c_enum("efb_type", "efb_wire.h") == {t.name: t.value for t in protocol.MsgType}
 

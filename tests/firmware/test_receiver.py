@@ -60,8 +60,8 @@ LAYERS = (Layer(3, 4, 1), Layer(2, 3, 0))  # the small head of tests/bridge/test
 START = np.arange(size(LAYERS), dtype=np.float32) / 10
 SLOT = 4 * size(LAYERS)
 KEY = b"k" * 16
-STATE = struct.Struct("<4I64sIIBBBBI")  # efb_rx_state: magic, generation, ids, digests, model_id, counter, active,
-#                                         valid, version, reserved, crc
+STATE = struct.Struct("<4I64sIIBBBBI4III")  # efb_rx_state v3 (efb_state.h), 120 bytes: magic, generation, ids,
+#   digests, model_id, counter, active, valid, version, reserved, steps, rng[4], feedback_crc, crc
 MODEL = model_id(LAYERS)
 
 

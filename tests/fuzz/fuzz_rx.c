@@ -3,7 +3,7 @@
  * from it partway through the stream. Built with -fsanitize=fuzzer,address,undefined (tests/fuzz).
  *
  * Input: byte 0 picks the configuration (bit 0 keyed, bit 1 persist fails, bits 2-3 max_frame
- * 128/256/512/1024), byte 1 where the stream restarts (the receiver is initialised again from what
+ * 128/256/512/1024, bit 4 the device learns: FDFA, CE, its feedback persisted with each record), byte 1 where the stream restarts (the receiver is initialised again from what
  * it persisted, as after a reset), then the wire bytes. Beyond ASan and UBSan, the harness aborts on
  * a broken invariant:
  *   - every reply is one COBS record: no 0x00 but its last byte, at most EFB_BUF_SIZE(max_frame);
@@ -31,10 +31,15 @@ static float slots[2][SLOT_FLOATS], flash_slots[2][SLOT_FLOATS];
 static uint8_t staging[4 * SLOT_FLOATS];
 static uint8_t rx_buf[EFB_BUF_SIZE(MAX_FRAME_CAP)], tx_buf[EFB_BUF_SIZE(MAX_FRAME_CAP)];
 static float scratch[EFB_SCRATCH_LEN(4, 2, 3)];
+/* learning: the working copy, the feedback (K 2 x hidden 3), u and the kernel's workspace */
+static float working[SLOT_FLOATS], feedback[EFB_LEARNING_FEEDBACK_LEN(2, 3)], flash_feedback[2][6], u[3];
+static float workspace[EDGEFDFA_LEARN_WORKSPACE_LEN(5, 2)];
+static const efb_learning_config LEARN = {{EDGEFDFA_RULE_FDFA, EDGEFDFA_LOSS_CE, 0.1f, 0.003f, 1.0f, 1e30f}, 0, 3,
+                                          working, feedback, u, workspace, sizeof workspace / sizeof workspace[0]};
 
 typedef struct {
     uint16_t max_frame;
-    int keyed, fail;
+    int keyed, fail, learns;
     int stored;               /* a record has been persisted */
     efb_rx_state record;      /* the flash: the last persisted record and slots */
 } flash;
@@ -61,6 +66,7 @@ static int on_persist(void *ctx, const efb_rx_state *next, int slot) {
     }
     if (f->fail) return 1;
     if (slot >= 0) memcpy(flash_slots[slot], slots[slot], sizeof slots[slot]);
+    if (f->learns) memcpy(flash_feedback[next->generation % 2u], feedback, sizeof feedback);
     f->record = *next;
     f->stored = 1;
     return 0;
@@ -81,12 +87,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     f.keyed = data[0] & 1;
     f.fail = (data[0] >> 1) & 1;
     f.max_frame = frames[(data[0] >> 2) & 3];
+    f.learns = (data[0] >> 4) & 1;
     size_t n = size - 2, cut = n * data[1] / 255u;
     const uint8_t *wire = data + 2;
 
     efb_rx_config cfg = {LAYERS, N_LAYERS, f.max_frame, EFB_ALL_ENCODINGS, f.keyed ? KEY : NULL,
                          f.keyed ? sizeof KEY : 0, 4 * SLOT_FLOATS, {slots[0], slots[1]}, staging, rx_buf, tx_buf,
-                         scratch, sizeof scratch / sizeof scratch[0], on_reply, on_persist, &f};
+                         scratch, sizeof scratch / sizeof scratch[0], on_reply, on_persist, &f, f.learns ? &LEARN : NULL};
     static efb_rx rx;
     factory();
     check(efb_rx_init(&rx, &cfg, NULL) == EFB_RX_OK);
@@ -97,6 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint32_t active = efb_rx_active_id(&rx);
     if (f.stored) {
         memcpy(slots, flash_slots, sizeof slots);
+        memcpy(feedback, flash_feedback[f.record.generation % 2u], sizeof feedback);
         check(efb_rx_init(&rx, &cfg, &f.record) == EFB_RX_OK);
         check(efb_rx_active_id(&rx) == active);
     } else {

@@ -14,19 +14,25 @@ from firmware_bridge import encoding as enc
 from firmware_bridge import host
 from firmware_bridge import image as img
 from firmware_bridge.emulator import Device
+from firmware_bridge.learning import LearnConfig
 from firmware_bridge.frame import FrameReader, encode
 from firmware_bridge.protocol import Chunk, Empty, Encoding, Hello, MsgType, Rollback, Vector
+from firmware_bridge.protocol import model_id
+from tests.bridge import wire as req
 from tests.firmware.test_receiver import CORPUS, KEY, LAYERS, START, STATUS_REQ
 
+MODEL = model_id(LAYERS)
+
 OUT = Path(__file__).with_name("corpus")
-KEYED, FRAME_256 = 0x01, 0x04  # fuzz_rx.c byte 0: bit 0 keyed, bits 2-3 max_frame (1: 256)
+KEYED, FRAME_256, LEARNS = 0x01, 0x04, 0x10  # fuzz_rx.c byte 0: bit 0 keyed, bits 2-3 max_frame (1: 256), bit 4 learns
 
 
 class Wire:
     """Requests to a Python device, recorded as wire bytes; the device answers as the C one would."""
 
-    def __init__(self, key, max_frame):
-        self.device, self.key, self.seq, self.bytes = Device(LAYERS, START, key=key, max_frame=max_frame), key, 0, b""
+    def __init__(self, key, max_frame, learn=None):
+        self.device = Device(LAYERS, START, key=key, max_frame=max_frame, learn=learn)
+        self.key, self.seq, self.bytes = key, 0, b""
 
     def send(self, kind, message):
         self.seq += 1
@@ -60,6 +66,25 @@ class Wire:
         self.send(MsgType.ROLLBACK, r)
 
 
+def learning_sessions():
+    """(name, configuration byte, wire) of a learning device taught, saving, refusing, pushed to."""
+    rng = np.random.default_rng(0)
+    for keyed in (False, True):
+        w = Wire(KEY if keyed else None, 256, LearnConfig(lr=0.1, save_every=3))
+        for n in (1, 2, 4):
+            xs = rng.standard_normal((n, 4)).astype(np.float32)
+            labels = [int(v) for v in rng.integers(0, 2, n)]
+            w.send(MsgType.LEARN, req.learn(req.samples(xs, labels), n, MODEL, w.hello().counter + 1, w.key))
+        w.send(MsgType.LEARN, req.learn(req.samples(xs, [2] * n), n, MODEL, w.hello().counter + 1, w.key))  # BAD_LABEL
+        w.send(MsgType.LEARN, req.learn(req.samples(xs * 1e30, labels), n, MODEL, w.hello().counter + 1, w.key))
+        w.send(MsgType.SAVE, req.save(MODEL, w.hello().counter + 1, w.key))
+        w.push(START + 1, Encoding.F32)
+        w.send(MsgType.SAVE, req.save(MODEL, w.hello().counter + 1, w.key))
+        w.bytes += STATUS_REQ
+        assert w.device.learning.steps >= 7
+        yield f"learning_{'keyed' if keyed else 'open'}", (KEYED if keyed else 0) | FRAME_256 | LEARNS, w.bytes
+
+
 def sessions():
     """(name, configuration byte, wire) of whole host sessions."""
     for keyed in (False, True):
@@ -86,7 +111,7 @@ def main():
     for name, (prelude, hostile, _, *keyed) in CORPUS.items():
         config = KEYED if keyed else 0
         (OUT / name).write_bytes(bytes([config, 255]) + prelude + hostile + STATUS_REQ)
-    for name, config, wire in sessions():
+    for name, config, wire in [*sessions(), *learning_sessions()]:
         for restart in (255, 128):
             (OUT / f"{name}_restart_{restart}").write_bytes(bytes([config, restart]) + wire)
     files = list(OUT.iterdir())

@@ -8,9 +8,11 @@
 typedef char record_fits_its_cell[sizeof(efb_rx_state) <= FLASH_RECORD_SPAN ? 1 : -1];
 
 static int32_t handle = -1;
-static uint32_t slot_bytes;
+static uint32_t slot_bytes, cell_bytes;
 
 static uint32_t slot_offset(int slot) { return 2u * FLASH_RECORD_SPAN + (uint32_t)slot * slot_bytes; }
+
+static uint32_t cell_offset(uint32_t generation) { return slot_offset(2) + (generation % 2u) * cell_bytes; }
 
 static flash_status put(uint32_t offset, const void *bytes, size_t n) {
     if (handle < 0) return FLASH_NO_FILE;
@@ -28,14 +30,15 @@ static flash_status get(uint32_t offset, void *bytes, size_t n) {
     return semihost_seek(handle, offset) == 0 && semihost_read(handle, bytes, have) == 0 ? FLASH_OK : FLASH_IO;
 }
 
-flash_status flash_open(const char *path, uint32_t slot_size) {
+flash_status flash_open(const char *path, uint32_t slot_size, uint32_t feedback_bytes) {
     slot_bytes = slot_size;
+    cell_bytes = feedback_bytes;
     handle = semihost_open(path, SEMIHOST_UPDATE_BINARY);
     if (handle < 0) handle = semihost_open(path, SEMIHOST_CREATE_BINARY);
     return handle < 0 ? FLASH_NO_FILE : FLASH_OK;
 }
 
-flash_status flash_load(efb_rx_state *state, float *const slots[2], unsigned age) {
+flash_status flash_load(efb_rx_state *state, float *const slots[2], float *feedback, unsigned age) {
     efb_rx_state copy[2];
     flash_status status;
     for (uint32_t c = 0; c < 2; ++c) {
@@ -48,7 +51,7 @@ flash_status flash_load(efb_rx_state *state, float *const slots[2], unsigned age
     for (int s = 0; s < 2; ++s) {
         if ((status = get(slot_offset(s), slots[s], slot_bytes)) != FLASH_OK) return status;
     }
-    return FLASH_OK;
+    return cell_bytes > 0 ? get(cell_offset(state->generation), feedback, cell_bytes) : FLASH_OK;
 }
 
 flash_status flash_format(const float *factory) {
@@ -58,6 +61,10 @@ flash_status flash_format(const float *factory) {
 }
 
 flash_status flash_store_slot(int slot, const float *image) { return put(slot_offset(slot), image, slot_bytes); }
+
+flash_status flash_store_feedback(uint32_t generation, const float *feedback) {
+    return cell_bytes > 0 ? put(cell_offset(generation), feedback, cell_bytes) : FLASH_OK;
+}
 
 flash_status flash_store_state(const efb_rx_state *state) {
     return put((state->generation % 2u) * FLASH_RECORD_SPAN, state, sizeof *state);

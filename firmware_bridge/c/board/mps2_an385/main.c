@@ -1,5 +1,7 @@
 /* The bridge receiver on the MPS2 AN385: UART0 bytes in, efb_rx_feed, replies out on UART0, slots
- * persisted in the emulated flash (flash.h).
+ * persisted in the emulated flash (flash.h). The board learns (PROTOCOL.md §8; build with
+ * -DBOARD_LEARNS=0 for one that does not): FDFA, cross-entropy, lr 0.05, alpha 0.003, sigma 1,
+ * max_sumsq 1e30, seed 0, saving only on SAVE (-DBOARD_SAVE_EVERY=N: also every N steps).
  *
  * The factory weights are the head in factory_head.h (written by tools/build_firmware.py from the
  * shipped model with formats/c_header.py), and FACTORY_HEAD_IMAGE_BYTES is the slot size. At boot
@@ -22,22 +24,50 @@
 #define FLASH_FILE "flash.bin" /* in QEMU's working directory */
 #define SLOT_FLOATS (FACTORY_HEAD_IMAGE_BYTES / 4u)
 #define WIDEST (FACTORY_HEAD_SCRATCH_LEN / 2u) /* the widest layer output */
+#ifndef BOARD_LEARNS
+#define BOARD_LEARNS 1
+#endif
+#ifndef BOARD_SAVE_EVERY
+#define BOARD_SAVE_EVERY 0u
+#endif
+/* FACTORY_HEAD_SUM_OUT, _SUM_HIDDEN: written into factory_head.h by tools/build_firmware.py */
+#define FEEDBACK_LEN EFB_LEARNING_FEEDBACK_LEN(FACTORY_HEAD_N_OUTPUTS, FACTORY_HEAD_SUM_HIDDEN)
+#define FEEDBACK_BYTES (BOARD_LEARNS ? 4u * FEEDBACK_LEN : 0u)
 
 static float slots[2][SLOT_FLOATS];
 static uint8_t staging[FACTORY_HEAD_IMAGE_BYTES];
 static uint8_t rx_buf[EFB_BUF_SIZE(MAX_FRAME)], tx_buf[EFB_BUF_SIZE(MAX_FRAME)];
 static float scratch[EFB_SCRATCH_LEN(FACTORY_HEAD_N_INPUTS, FACTORY_HEAD_N_OUTPUTS, WIDEST)];
 static efb_rx rx;
+#if BOARD_LEARNS
+static float working[SLOT_FLOATS];
+static float feedback[FEEDBACK_LEN + 1]; /* + 1: never a zero-length array (a one-layer head) */
+static float u[EFB_LEARNING_U_LEN(FACTORY_HEAD_SUM_HIDDEN) + 1];
+static float workspace[EDGEFDFA_LEARN_WORKSPACE_LEN(FACTORY_HEAD_SUM_OUT, FACTORY_HEAD_N_OUTPUTS)];
+static const efb_learning_config learning = {
+    .step = {.rule = EDGEFDFA_RULE_FDFA, .loss = EDGEFDFA_LOSS_CE, .lr = 0.05f, .alpha = 0.003f, .sigma = 1.0f,
+             .max_sumsq = 1e30f},
+    .seed = 0, .save_every = BOARD_SAVE_EVERY, .working = working, .feedback = feedback, .u = u,
+    .workspace = workspace, .workspace_len = sizeof workspace / sizeof workspace[0],
+};
+#define LEARNING (&learning)
+#define FEEDBACK feedback
+#else
+#define LEARNING NULL
+#define FEEDBACK NULL
+#endif
 
 static void write_uart(void *ctx, const uint8_t *bytes, size_t n) {
     (void)ctx;
     uart_write(bytes, n);
 }
 
-/* The image first, the record last: a reset in between leaves the old record current. */
+/* The image first, then the feedback (its record's cell), the record last: a reset in between
+ * leaves the old record current, with its own feedback cell. */
 static int persist(void *ctx, const efb_rx_state *next, int slot) {
     (void)ctx;
     if (slot >= 0 && flash_store_slot(slot, slots[slot]) != FLASH_OK) return 1;
+    if (flash_store_feedback(next->generation, FEEDBACK) != FLASH_OK) return 1;
     return flash_store_state(next) != FLASH_OK;
 }
 
@@ -68,14 +98,15 @@ static void log_hex(const char *what, uint32_t v) {
  * freshly formatted flash (or, without a flash file, in RAM only). */
 static efb_rx_status boot(efb_rx_config *config) {
     load_factory();
-    if (flash_open(FLASH_FILE, FACTORY_HEAD_IMAGE_BYTES) != FLASH_OK) {
+    if (flash_open(FLASH_FILE, FACTORY_HEAD_IMAGE_BYTES, FEEDBACK_BYTES) != FLASH_OK) {
         semihost_puts("board: cannot open " FLASH_FILE "; weights will not survive a reset\n");
         config->persist = NULL;
         return efb_rx_init(&rx, config, NULL);
     }
     efb_rx_state restored;
     for (unsigned age = 0; age < 2; ++age) {
-        if (flash_load(&restored, config->slots, age) == FLASH_OK && efb_rx_init(&rx, config, &restored) == EFB_RX_OK) {
+        if (flash_load(&restored, config->slots, FEEDBACK, age) == FLASH_OK &&
+            efb_rx_init(&rx, config, &restored) == EFB_RX_OK) {
             log_hex(age == 0 ? "board: restored update " : "board: current record refused; restored update ",
                     efb_rx_active_id(&rx));
             return EFB_RX_OK;
@@ -97,7 +128,7 @@ int main(void) {
         .slot_size = FACTORY_HEAD_IMAGE_BYTES,
         .slots = {slots[0], slots[1]}, .staging = staging, .rx_buf = rx_buf, .tx_buf = tx_buf,
         .scratch = scratch, .scratch_len = sizeof scratch / sizeof scratch[0],
-        .write = write_uart, .persist = persist, .ctx = NULL,
+        .write = write_uart, .persist = persist, .ctx = NULL, .learn = LEARNING,
     };
     efb_rx_status status = boot(&config);
     if (status != EFB_RX_OK) {
