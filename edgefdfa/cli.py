@@ -51,7 +51,7 @@ def demo(args: argparse.Namespace) -> int:
           f"({d['wire_bytes']:,} on the wire; float32 would be {d['f32_bytes']:,}); device answers vs the host's: "
           f"max |diff| {d['parity']:.2g}, same class on {d['same_class']:.0%} of {d['checked']} windows")
     print(f"the MCU learned by itself: {m['steps']:,} FDFA steps from LEARN frames of 4 windows' features "
-          f"({m['bytes_per_sample']:.0f} bytes a window on the wire, {m['samples_per_s']:,.0f} windows/s here)\n")
+          f"({m['bytes_per_sample']:.0f} bytes a window on the wire; line rates: tools/bench_device_learning.py)\n")
     for kind, path in summary["files"].items():
         print(f"{kind:7} {path}")
     if "plot_skipped" in summary:

@@ -140,7 +140,7 @@ def device_learns(frozen: EdgeModel, samples: list[Sample], shift: int) -> dict:
     early = len(stream) - late
     return dict(before_shift=float(right[:early].mean()), after_shift=float(right[early:].mean()),
                 last_100=float(right[-100:].mean()), steps=report.steps, saves=report.saves,
-                samples_per_s=report.rate, bytes_per_sample=report.bytes_per_sample, frames=report.frames)
+                bytes_per_sample=report.bytes_per_sample, frames=report.frames)
 
 
 def demo(out: Path, plot: bool = True) -> dict:
